@@ -1,0 +1,273 @@
+// Package config loads and validates the exporter's YAML configuration file.
+// Every error names the offending field, so `--config.check` output can be
+// acted on without reading the source.
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	promconfig "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v2"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	API  API  `yaml:"api"`
+	Runs Runs `yaml:"runs"`
+	Poll Poll `yaml:"poll"`
+}
+
+// API describes how to reach the platform.
+type API struct {
+	URL              string         `yaml:"url"`
+	Timeout          model.Duration `yaml:"timeout"`
+	MaxResponseBytes int64          `yaml:"max_response_bytes"`
+	ProgressMax      float64        `yaml:"progress_max"`
+	// HTTP is Prometheus' own HTTP client configuration (authorization, TLS,
+	// proxy, redirects), inline as in a Prometheus scrape config. Its secrets
+	// marshal as <secret>.
+	HTTP promconfig.HTTPClientConfig `yaml:",inline"`
+}
+
+// Runs lists the run IDs to watch.
+type Runs struct {
+	IDs     []string `yaml:"ids"`
+	IDsFile string   `yaml:"ids_file"`
+}
+
+// Poll sets the polling pace.
+type Poll struct {
+	Interval             model.Duration `yaml:"interval"`
+	Concurrency          int            `yaml:"concurrency"`
+	MaxRequestsPerSecond float64        `yaml:"max_requests_per_second"`
+}
+
+// Default returns a configuration with every default of DESIGN.md §5 set.
+func Default() Config {
+	return Config{
+		API: API{
+			Timeout:          model.Duration(10 * time.Second),
+			MaxResponseBytes: 1 << 20,
+			ProgressMax:      100,
+			HTTP:             promconfig.DefaultHTTPClientConfig,
+		},
+		Poll: Poll{
+			Interval:             model.Duration(30 * time.Second),
+			Concurrency:          4,
+			MaxRequestsPerSecond: 10,
+		},
+	}
+}
+
+// LoadFile reads, parses and validates a configuration file. Relative paths
+// inside it are resolved against the file's directory, as Prometheus does.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse parses and validates a configuration document; dir is the base for
+// relative paths.
+func Parse(data []byte, dir string) (*Config, error) {
+	cfg := Default()
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return nil, err
+	}
+	cfg.API.HTTP.SetDirectory(dir)
+	cfg.Runs.IDsFile = promconfig.JoinDir(dir, cfg.Runs.IDsFile)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) validate() error {
+	if err := validateURL(c.API.URL); err != nil {
+		return err
+	}
+	if c.API.Timeout <= 0 {
+		return errors.New("api.timeout: must be greater than 0")
+	}
+	if c.API.MaxResponseBytes <= 0 {
+		return errors.New("api.max_response_bytes: must be greater than 0")
+	}
+	if !(c.API.ProgressMax > 0) || math.IsInf(c.API.ProgressMax, 0) {
+		return errors.New("api.progress_max: must be a finite number greater than 0")
+	}
+	// Inline fields bypass HTTPClientConfig's own UnmarshalYAML, so its
+	// validation (and bearer_token normalisation) is called here.
+	if err := c.API.HTTP.Validate(); err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	if err := checkSecretFiles(&c.API.HTTP); err != nil {
+		return err
+	}
+	if time.Duration(c.Poll.Interval) < time.Second {
+		return errors.New("poll.interval: must be at least 1s")
+	}
+	if c.Poll.Concurrency < 1 {
+		return errors.New("poll.concurrency: must be at least 1")
+	}
+	if !(c.Poll.MaxRequestsPerSecond > 0) || math.IsInf(c.Poll.MaxRequestsPerSecond, 0) {
+		return errors.New("poll.max_requests_per_second: must be a finite number greater than 0")
+	}
+	if len(c.Runs.IDs) == 0 && c.Runs.IDsFile == "" {
+		return errors.New("runs: set ids, ids_file or both")
+	}
+	for i, id := range c.Runs.IDs {
+		if !IsRunID(id) {
+			return fmt.Errorf("runs.ids[%d]: %q is not a UUID", i, id)
+		}
+	}
+	_, err := c.RunIDs()
+	return err
+}
+
+func validateURL(raw string) error {
+	if raw == "" {
+		return errors.New("api.url: required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse quotes the input; it cannot hold credentials we keep,
+		// because those are rejected below only once parsed. Keep the
+		// message generic so a pasted token never reaches a log.
+		return errors.New("api.url: not a valid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("api.url: scheme must be http or https, not %q", u.Scheme)
+	}
+	if u.Host == "" {
+		return errors.New("api.url: host is missing")
+	}
+	if u.User != nil {
+		return errors.New("api.url: must not contain credentials; use basic_auth or authorization")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("api.url: must not have a query or fragment")
+	}
+	return nil
+}
+
+// checkSecretFiles makes a missing or empty credentials file a config error
+// now, rather than a 401 on every request later.
+func checkSecretFiles(h *promconfig.HTTPClientConfig) error {
+	check := func(field, path string) error {
+		if path == "" {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		if len(bytes.TrimSpace(data)) == 0 {
+			return fmt.Errorf("%s: file %s is empty", field, path)
+		}
+		return nil
+	}
+	if h.Authorization != nil {
+		if err := check("api.authorization.credentials_file", h.Authorization.CredentialsFile); err != nil {
+			return err
+		}
+	}
+	if h.BasicAuth != nil {
+		if err := check("api.basic_auth.password_file", h.BasicAuth.PasswordFile); err != nil {
+			return err
+		}
+		if err := check("api.basic_auth.username_file", h.BasicAuth.UsernameFile); err != nil {
+			return err
+		}
+	}
+	if h.OAuth2 != nil {
+		if err := check("api.oauth2.client_secret_file", h.OAuth2.ClientSecretFile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RunIDs returns runs.ids followed by the IDs of runs.ids_file, read now.
+// Duplicates (compared case-insensitively, as UUIDs are) are an error.
+func (c *Config) RunIDs() ([]string, error) {
+	ids := append([]string(nil), c.Runs.IDs...)
+	if c.Runs.IDsFile != "" {
+		fromFile, err := ReadIDsFile(c.Runs.IDsFile)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, fromFile...)
+	}
+	seen := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		key := strings.ToLower(id)
+		if _, dup := seen[key]; dup {
+			return nil, fmt.Errorf("runs: run ID %s is listed more than once", id)
+		}
+		seen[key] = struct{}{}
+	}
+	return ids, nil
+}
+
+// ReadIDsFile reads one run ID per line; blank lines and '#' comments are
+// ignored.
+func ReadIDsFile(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("runs.ids_file: %w", err)
+	}
+	var ids []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if !IsRunID(line) {
+			return nil, fmt.Errorf("runs.ids_file: %s line %d: %q is not a UUID", path, n, line)
+		}
+		ids = append(ids, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("runs.ids_file: %s: %w", path, err)
+	}
+	return ids, nil
+}
+
+var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// IsRunID reports whether s has the UUID form the API uses for run IDs.
+func IsRunID(s string) bool { return uuidPattern.MatchString(s) }
+
+// Demo returns the configuration --demo runs with: the simulated API at url,
+// its token inline, a short poll interval so changes show quickly.
+func Demo(url, token string, ids []string) *Config {
+	cfg := Default()
+	cfg.API.URL = url
+	cfg.API.HTTP.Authorization = &promconfig.Authorization{Type: "Bearer", Credentials: promconfig.Secret(token)}
+	cfg.Runs.IDs = ids
+	cfg.Poll.Interval = model.Duration(5 * time.Second)
+	cfg.Poll.MaxRequestsPerSecond = 50
+	return &cfg
+}

@@ -1,0 +1,214 @@
+// Package exporter wires the configuration, the API client, the poller and
+// the collector together, handles reloads, and serves the HTTP endpoints.
+// It is everything main does apart from flags, logging and the listener, so
+// that tests can run it in-process.
+package exporter
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/collector"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/api"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/config"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+)
+
+// Options configure an Exporter.
+type Options struct {
+	Logger log.Logger
+	// Registerer receives the run metrics and the exporter's self-metrics.
+	Registerer prometheus.Registerer
+	// Load reads the configuration; it is called at start and on every
+	// reload. Usually a closure over config.LoadFile.
+	Load func() (*config.Config, error)
+	// Backoff paces retries; poller.DefaultBackoff when zero.
+	Backoff poller.Backoff
+	// IDsFileCheck is how often runs.ids_file is checked for changes;
+	// 5s when zero.
+	IDsFileCheck time.Duration
+}
+
+// Exporter is the running exporter.
+type Exporter struct {
+	logger       log.Logger
+	load         func() (*config.Config, error)
+	poller       *poller.Poller
+	apiMetrics   *api.Metrics
+	idsFileCheck time.Duration
+
+	reloadSuccess     prometheus.Gauge
+	reloadSuccessTime prometheus.Gauge
+
+	mu      sync.Mutex // guards the fields below and serialises reloads
+	cfg     *config.Config
+	client  *api.Client
+	ids     []string
+	idsFile []byte // content of runs.ids_file when last read
+}
+
+// New registers the metrics and returns an exporter that has not loaded its
+// configuration yet; call Reload, then Run.
+func New(o Options) *Exporter {
+	if o.Backoff.Attempts == 0 {
+		o.Backoff = poller.DefaultBackoff
+	}
+	if o.IDsFileCheck == 0 {
+		o.IDsFileCheck = 5 * time.Second
+	}
+	store := runs.NewStore()
+	e := &Exporter{
+		logger:       o.Logger,
+		load:         o.Load,
+		poller:       poller.New(o.Logger, store, poller.NewMetrics(o.Registerer), o.Backoff),
+		apiMetrics:   api.NewMetrics(o.Registerer),
+		idsFileCheck: o.IDsFileCheck,
+		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "workflow_runs_exporter_config_last_reload_successful",
+			Help: "1 if the last configuration load succeeded, else 0.",
+		}),
+		reloadSuccessTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "workflow_runs_exporter_config_last_reload_success_timestamp_seconds",
+			Help: "When the configuration was last loaded successfully, as Unix time.",
+		}),
+	}
+	o.Registerer.MustRegister(collector.New(store.Load), e.reloadSuccess, e.reloadSuccessTime)
+	return e
+}
+
+// Reload loads the configuration and applies it. On any error the running
+// configuration stays in force and config_last_reload_successful drops to 0.
+// Runs that stay configured keep their state, so finished runs are not
+// fetched again.
+func (e *Exporter) Reload() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	err := e.reload()
+	if err != nil {
+		e.reloadSuccess.Set(0)
+		level.Error(e.logger).Log("msg", "loading configuration failed; keeping the previous one", "err", err)
+		return err
+	}
+	e.reloadSuccess.Set(1)
+	e.reloadSuccessTime.SetToCurrentTime()
+	level.Info(e.logger).Log("msg", "configuration loaded", "runs", len(e.ids), "api_url", e.cfg.API.URL)
+	return nil
+}
+
+func (e *Exporter) reload() error {
+	cfg, err := e.load()
+	if err != nil {
+		return err
+	}
+	ids, err := cfg.RunIDs()
+	if err != nil {
+		return err
+	}
+	client, err := NewClient(cfg, e.apiMetrics.Instrument)
+	if err != nil {
+		return err
+	}
+	old := e.client
+	e.cfg, e.client, e.ids = cfg, client, ids
+	e.idsFile = readIDsFile(cfg.Runs.IDsFile)
+	e.apply()
+	if old != nil {
+		old.CloseIdleConnections()
+	}
+	return nil
+}
+
+// NewClient builds the API client a configuration describes. It is also
+// what --config.check uses, so TLS files are checked there too.
+func NewClient(cfg *config.Config, instrument func(http.RoundTripper) http.RoundTripper) (*api.Client, error) {
+	return api.NewClient(api.Options{
+		URL:              cfg.API.URL,
+		Timeout:          time.Duration(cfg.API.Timeout),
+		MaxResponseBytes: cfg.API.MaxResponseBytes,
+		HTTP:             cfg.API.HTTP,
+		Instrument:       instrument,
+	})
+}
+
+func (e *Exporter) apply() {
+	e.poller.Apply(poller.Settings{
+		Fetcher:              e.client,
+		IDs:                  e.ids,
+		Interval:             time.Duration(e.cfg.Poll.Interval),
+		Concurrency:          e.cfg.Poll.Concurrency,
+		MaxRequestsPerSecond: e.cfg.Poll.MaxRequestsPerSecond,
+		ProgressMax:          e.cfg.API.ProgressMax,
+	})
+}
+
+// Ready reports whether every tracked run has been attempted once.
+func (e *Exporter) Ready() bool { return e.poller.Ready() }
+
+// Run polls and watches runs.ids_file until ctx is cancelled.
+func (e *Exporter) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.poller.Run(ctx)
+	}()
+	ticker := time.NewTicker(e.idsFileCheck)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-ticker.C:
+			e.checkIDsFile()
+		}
+	}
+}
+
+// checkIDsFile re-reads runs.ids_file when its size, time or content
+// content changed. A broken file keeps the previous run list.
+func (e *Exporter) checkIDsFile() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cfg == nil || e.cfg.Runs.IDsFile == "" {
+		return
+	}
+	// Comparing content, not mtime, also catches a rewrite within the
+	// mtime resolution; the file is small and read every few seconds.
+	content := readIDsFile(e.cfg.Runs.IDsFile)
+	if bytes.Equal(content, e.idsFile) {
+		return
+	}
+	e.idsFile = content
+	ids, err := e.cfg.RunIDs()
+	if err != nil {
+		level.Error(e.logger).Log("msg", "reading runs.ids_file failed; keeping the previous run list", "err", err)
+		return
+	}
+	if slices.Equal(ids, e.ids) {
+		return
+	}
+	e.ids = ids
+	level.Info(e.logger).Log("msg", "runs.ids_file changed", "runs", len(ids))
+	e.apply()
+}
+
+// readIDsFile returns the file's content, or nil when it cannot be read
+// (the error is reported by RunIDs).
+func readIDsFile(path string) []byte {
+	if path == "" {
+		return nil
+	}
+	data, _ := os.ReadFile(path)
+	return data
+}

@@ -30,10 +30,10 @@ type Config struct {
 
 // API describes how to reach the platform.
 type API struct {
-	URL              string         `yaml:"url"`
-	Timeout          model.Duration `yaml:"timeout"`
-	MaxResponseBytes int64          `yaml:"max_response_bytes"`
-	ProgressMax      float64        `yaml:"progress_max"`
+	URL              string   `yaml:"url"`
+	Timeout          Duration `yaml:"timeout"`
+	MaxResponseBytes int64    `yaml:"max_response_bytes"`
+	ProgressMax      float64  `yaml:"progress_max"`
 	// HTTP is Prometheus' own HTTP client configuration (authorization, TLS,
 	// proxy, redirects), inline as in a Prometheus scrape config. Its secrets
 	// marshal as <secret>.
@@ -48,22 +48,56 @@ type Runs struct {
 
 // Poll sets the polling pace.
 type Poll struct {
-	Interval             model.Duration `yaml:"interval"`
-	Concurrency          int            `yaml:"concurrency"`
-	MaxRequestsPerSecond float64        `yaml:"max_requests_per_second"`
+	Interval             Duration `yaml:"interval"`
+	Concurrency          int      `yaml:"concurrency"`
+	MaxRequestsPerSecond float64  `yaml:"max_requests_per_second"`
 }
+
+// Duration is a Prometheus duration ("30s", "1m30s"). It is kept as text
+// while the YAML is decoded and parsed in validation, because the YAML
+// decoder reports a custom type's error without the key, and every config
+// error must name its field.
+type Duration struct {
+	text string
+	d    time.Duration
+}
+
+// D returns the parsed duration.
+func (d Duration) D() time.Duration { return d.d }
+
+// UnmarshalYAML keeps the text for validation.
+func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
+	return unmarshal(&d.text)
+}
+
+// MarshalYAML writes the duration back in Prometheus' form.
+func (d Duration) MarshalYAML() (any, error) { return model.Duration(d.d).String(), nil }
+
+func (d *Duration) parse(field string) error {
+	if d.text == "" {
+		return nil
+	}
+	v, err := model.ParseDuration(d.text)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a duration such as 10s or 1m", field, d.text)
+	}
+	d.d = time.Duration(v)
+	return nil
+}
+
+func durationOf(v time.Duration) Duration { return Duration{d: v} }
 
 // Default returns a configuration with every default of DESIGN.md §5 set.
 func Default() Config {
 	return Config{
 		API: API{
-			Timeout:          model.Duration(10 * time.Second),
+			Timeout:          durationOf(10 * time.Second),
 			MaxResponseBytes: 1 << 20,
 			ProgressMax:      100,
 			HTTP:             promconfig.DefaultHTTPClientConfig,
 		},
 		Poll: Poll{
-			Interval:             model.Duration(30 * time.Second),
+			Interval:             durationOf(30 * time.Second),
 			Concurrency:          4,
 			MaxRequestsPerSecond: 10,
 		},
@@ -100,10 +134,16 @@ func Parse(data []byte, dir string) (*Config, error) {
 }
 
 func (c *Config) validate() error {
+	if err := c.API.Timeout.parse("api.timeout"); err != nil {
+		return err
+	}
+	if err := c.Poll.Interval.parse("poll.interval"); err != nil {
+		return err
+	}
 	if err := validateURL(c.API.URL); err != nil {
 		return err
 	}
-	if c.API.Timeout <= 0 {
+	if c.API.Timeout.D() <= 0 {
 		return errors.New("api.timeout: must be greater than 0")
 	}
 	if c.API.MaxResponseBytes <= 0 {
@@ -120,7 +160,7 @@ func (c *Config) validate() error {
 	if err := checkSecretFiles(&c.API.HTTP); err != nil {
 		return err
 	}
-	if time.Duration(c.Poll.Interval) < time.Second {
+	if c.Poll.Interval.D() < time.Second {
 		return errors.New("poll.interval: must be at least 1s")
 	}
 	if c.Poll.Concurrency < 1 {
@@ -267,7 +307,7 @@ func Demo(url, token string, ids []string) *Config {
 	cfg.API.URL = url
 	cfg.API.HTTP.Authorization = &promconfig.Authorization{Type: "Bearer", Credentials: promconfig.Secret(token)}
 	cfg.Runs.IDs = ids
-	cfg.Poll.Interval = model.Duration(5 * time.Second)
+	cfg.Poll.Interval = durationOf(5 * time.Second)
 	cfg.Poll.MaxRequestsPerSecond = 50
 	return &cfg
 }

@@ -133,7 +133,7 @@ func (e *Exporter) reload() error {
 func NewClient(cfg *config.Config, instrument func(http.RoundTripper) http.RoundTripper) (*api.Client, error) {
 	return api.NewClient(api.Options{
 		URL:              cfg.API.URL,
-		Timeout:          time.Duration(cfg.API.Timeout),
+		Timeout:          cfg.API.Timeout.D(),
 		MaxResponseBytes: cfg.API.MaxResponseBytes,
 		HTTP:             cfg.API.HTTP,
 		Instrument:       instrument,
@@ -144,7 +144,7 @@ func (e *Exporter) apply() {
 	e.poller.Apply(poller.Settings{
 		Fetcher:              e.client,
 		IDs:                  e.ids,
-		Interval:             time.Duration(e.cfg.Poll.Interval),
+		Interval:             e.cfg.Poll.Interval.D(),
 		Concurrency:          e.cfg.Poll.Concurrency,
 		MaxRequestsPerSecond: e.cfg.Poll.MaxRequestsPerSecond,
 		ProgressMax:          e.cfg.API.ProgressMax,

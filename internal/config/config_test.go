@@ -1,0 +1,158 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v2"
+)
+
+const id1 = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+const id2 = "7d1e2f3a-0d44-4b50-8888-8dd25736052b"
+
+// writeFiles creates files in a fresh directory and returns it.
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestLoadFileDefaultsAndRelativePaths(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"token": "secret-token\n",
+		"ids.txt": "# watched runs\n" + id2 + "  # nightly\n\n",
+		"c.yml": `
+api:
+  url: https://api.example.com
+  authorization:
+    credentials_file: token
+runs:
+  ids: [` + id1 + `]
+  ids_file: ids.txt
+`,
+	})
+	cfg, err := LoadFile(filepath.Join(dir, "c.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.API.Timeout.D(); got != 10*time.Second {
+		t.Errorf("api.timeout = %s, want 10s", got)
+	}
+	if cfg.API.MaxResponseBytes != 1<<20 || cfg.API.ProgressMax != 100 {
+		t.Errorf("api defaults = %d, %v", cfg.API.MaxResponseBytes, cfg.API.ProgressMax)
+	}
+	if cfg.Poll.Interval.D() != 30*time.Second || cfg.Poll.Concurrency != 4 || cfg.Poll.MaxRequestsPerSecond != 10 {
+		t.Errorf("poll defaults = %+v", cfg.Poll)
+	}
+	if cfg.API.HTTP.Authorization.Type != "Bearer" {
+		t.Errorf("authorization.type = %q, want the default Bearer", cfg.API.HTTP.Authorization.Type)
+	}
+	if want := filepath.Join(dir, "token"); cfg.API.HTTP.Authorization.CredentialsFile != want {
+		t.Errorf("credentials_file = %q, want %q (relative to the config file)", cfg.API.HTTP.Authorization.CredentialsFile, want)
+	}
+	ids, err := cfg.RunIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(ids, ",") != id1+","+id2 {
+		t.Errorf("run IDs = %q, want ids then ids_file", ids)
+	}
+}
+
+func TestBadConfigNamesTheField(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+		files            map[string]string
+	}{
+		{"unknown key", "api: {url: https://x, urll: y}\nruns: {ids: [" + id1 + "]}", "field urll not found", nil},
+		{"unknown top-level key", "api: {url: https://x}\nrunz: {}", "field runz not found", nil},
+		{"wrong type", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {concurrency: many}", "cannot unmarshal !!str `many` into int", nil},
+		{"bad duration", "api: {url: https://x, timeout: 10 parsecs}\nruns: {ids: [" + id1 + "]}", `api.timeout: "10 parsecs" is not a duration`, nil},
+		{"bad interval", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {interval: soon}", `poll.interval: "soon" is not a duration`, nil},
+		{"zero interval", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {interval: 0s}", "poll.interval", nil},
+		{"missing url", "runs: {ids: [" + id1 + "]}", "api.url: required", nil},
+		{"url without scheme", "api: {url: api.example.com}\nruns: {ids: [" + id1 + "]}", "api.url: scheme", nil},
+		{"url with credentials", "api: {url: 'https://user:hunter2@x'}\nruns: {ids: [" + id1 + "]}", "api.url: must not contain credentials", nil},
+		{"zero timeout", "api: {url: https://x, timeout: 0s}\nruns: {ids: [" + id1 + "]}", "api.timeout", nil},
+		{"negative max bytes", "api: {url: https://x, max_response_bytes: -1}\nruns: {ids: [" + id1 + "]}", "api.max_response_bytes", nil},
+		{"zero progress_max", "api: {url: https://x, progress_max: 0}\nruns: {ids: [" + id1 + "]}", "api.progress_max", nil},
+		{"zero concurrency", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {concurrency: 0}", "poll.concurrency", nil},
+		{"zero rate", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {max_requests_per_second: 0}", "poll.max_requests_per_second", nil},
+		{"no runs", "api: {url: https://x}", "runs: set ids, ids_file or both", nil},
+		{"malformed run ID", "api: {url: https://x}\nruns: {ids: [" + id1 + ", not-a-uuid]}", `runs.ids[1]: "not-a-uuid" is not a UUID`, nil},
+		{"duplicate run ID", "api: {url: https://x}\nruns: {ids: [" + id1 + ", " + strings.ToUpper(id1) + "]}", "listed more than once", nil},
+		{"duplicate across ids and ids_file", "api: {url: https://x}\nruns: {ids: [" + id1 + "], ids_file: ids}", "listed more than once",
+			map[string]string{"ids": id1 + "\n"}},
+		{"malformed ID in ids_file", "api: {url: https://x}\nruns: {ids_file: ids}", "line 2: \"nope\" is not a UUID",
+			map[string]string{"ids": id1 + "\nnope\n"}},
+		{"missing ids_file", "api: {url: https://x}\nruns: {ids_file: nowhere.txt}", "runs.ids_file: open", nil},
+		{"missing credentials file", "api: {url: https://x, authorization: {credentials_file: nowhere}}\nruns: {ids: [" + id1 + "]}",
+			"api.authorization.credentials_file: open", nil},
+		{"empty credentials file", "api: {url: https://x, authorization: {credentials_file: token}}\nruns: {ids: [" + id1 + "]}",
+			"api.authorization.credentials_file: file", map[string]string{"token": "\n"}},
+		{"credentials and credentials_file", "api: {url: https://x, authorization: {credentials: a, credentials_file: token}}\nruns: {ids: [" + id1 + "]}",
+			"api: at most one of authorization credentials & credentials_file", map[string]string{"token": "t"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{"c.yml": tc.yaml}
+			for k, v := range tc.files {
+				files[k] = v
+			}
+			dir := writeFiles(t, files)
+			_, err := LoadFile(filepath.Join(dir, "c.yml"))
+			if err == nil {
+				t.Fatal("loaded; want an error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error leaks a secret: %q", err)
+			}
+		})
+	}
+}
+
+func TestSecretsAreHiddenInConfigDumps(t *testing.T) {
+	const sentinel = "SENTINEL-TOKEN-0f1e2d3c"
+	cfg, err := Parse([]byte(`
+api:
+  url: https://api.example.com
+  authorization:
+    credentials: `+sentinel+`
+runs:
+  ids: [`+id1+`]
+`), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), sentinel) {
+		t.Fatalf("config dump shows the token:\n%s", out)
+	}
+	if !strings.Contains(string(out), "<secret>") {
+		t.Errorf("config dump has no <secret> placeholder:\n%s", out)
+	}
+}
+
+func TestReadIDsFile(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"ids": "\n  " + id1 + "\n# " + id2 + "\n" + id2 + " # trailing comment\n"})
+	ids, err := ReadIDsFile(filepath.Join(dir, "ids"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(ids, ",") != id1+","+id2 {
+		t.Errorf("ids = %q", ids)
+	}
+}

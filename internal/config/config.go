@@ -160,8 +160,9 @@ func (c *Config) validate() error {
 	if err := checkSecretFiles(&c.API.HTTP); err != nil {
 		return err
 	}
-	if c.Poll.Interval.D() < time.Second {
-		return errors.New("poll.interval: must be at least 1s")
+	// No higher floor: max_requests_per_second already protects the API.
+	if c.Poll.Interval.D() <= 0 {
+		return errors.New("poll.interval: must be greater than 0")
 	}
 	if c.Poll.Concurrency < 1 {
 		return errors.New("poll.concurrency: must be at least 1")

@@ -77,7 +77,7 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"wrong type", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {concurrency: many}", "cannot unmarshal !!str `many` into int", nil},
 		{"bad duration", "api: {url: https://x, timeout: 10 parsecs}\nruns: {ids: [" + id1 + "]}", `api.timeout: "10 parsecs" is not a duration`, nil},
 		{"bad interval", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {interval: soon}", `poll.interval: "soon" is not a duration`, nil},
-		{"zero interval", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {interval: 0s}", "poll.interval", nil},
+		{"zero interval", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {interval: 0s}", "poll.interval: must be greater than 0", nil},
 		{"missing url", "runs: {ids: [" + id1 + "]}", "api.url: required", nil},
 		{"url without scheme", "api: {url: api.example.com}\nruns: {ids: [" + id1 + "]}", "api.url: scheme", nil},
 		{"url with credentials", "api: {url: 'https://user:hunter2@x'}\nruns: {ids: [" + id1 + "]}", "api.url: must not contain credentials", nil},

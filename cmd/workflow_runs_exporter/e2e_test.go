@@ -192,21 +192,6 @@ next:
 	return math.NaN()
 }
 
-func countSeries(mfs map[string]*dto.MetricFamily, name string, match map[string]string) int {
-	n := 0
-	for _, m := range mfs[name].GetMetric() {
-		l := labelsOf(m)
-		ok := true
-		for k, v := range match {
-			ok = ok && l[k] == v
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
-
 // checkAgainstAPI compares every run's series with what the simulated API
 // serves at its current time.
 func checkAgainstAPI(t *testing.T, mfs map[string]*dto.MetricFamily, sim *simapi.Server) {
@@ -316,6 +301,7 @@ func TestEndToEndMetricsMatchTheAPI(t *testing.T) {
 
 	mfs := p.scrape()
 	checkAgainstAPI(t, mfs, env.sim)
+	promtoolCheckMetrics(t, p.url("/metrics"))
 	if got := gaugeValue(mfs, "workflow_runs_exporter_tracked_runs", nil); got != 300 {
 		t.Errorf("tracked_runs = %v, want 300", got)
 	}
@@ -425,5 +411,27 @@ func TestEndToEndBadConfigExitsWithTheField(t *testing.T) {
 	out, err := exec.Command(buildBinary(t), "--config.file="+cfg, "--config.check").CombinedOutput()
 	if err != nil {
 		t.Errorf("--config.check on a valid file: %v\n%s", err, out)
+	}
+}
+
+// promtoolCheckMetrics lints a real scrape with Prometheus' own checker.
+// The README's test command installs promtool; without it this test fails
+// rather than skips, so CI can never pass without running it.
+func promtoolCheckMetrics(t *testing.T, url string) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not found in PATH; `make tools` installs it (Debian package prometheus)")
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = resp.Body
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(out) != 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 	sloggokit "github.com/tjhop/slog-gokit"
 
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/collector"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/config"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/exporter"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
@@ -100,7 +101,7 @@ func run() int {
 		// so the flag can leave them out without touching the run metrics.
 		runtime := prometheus.NewRegistry()
 		runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		gatherer, instrument = prometheus.Gatherers{runtime, reg}, runtime
+		gatherer, instrument = collector.Concat(runtime, reg), runtime
 	}
 	handler, err := exp.Handler(exporter.HandlerOptions{MetricsPath: *metricsPath, Gatherer: gatherer, Instrument: instrument})
 	if err != nil {

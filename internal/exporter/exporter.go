@@ -27,7 +27,8 @@ import (
 // Options configure an Exporter.
 type Options struct {
 	Logger log.Logger
-	// Registerer receives the run metrics and the exporter's self-metrics.
+	// Registerer receives the exporter's self-metrics. The run metrics are
+	// served from a render cache; see Handler.
 	Registerer prometheus.Registerer
 	// Load reads the configuration; it is called at start and on every
 	// reload. Usually a closure over config.LoadFile.
@@ -45,6 +46,7 @@ type Exporter struct {
 	load         func() (*config.Config, error)
 	poller       *poller.Poller
 	apiMetrics   *api.Metrics
+	runMetrics   *collector.Gatherer
 	idsFileCheck time.Duration
 
 	reloadSuccess     prometheus.Gauge
@@ -82,7 +84,8 @@ func New(o Options) *Exporter {
 			Help: "When the configuration was last loaded successfully, as Unix time.",
 		}),
 	}
-	o.Registerer.MustRegister(collector.New(store.Load), e.reloadSuccess, e.reloadSuccessTime)
+	e.runMetrics = collector.NewGatherer(store.Load)
+	o.Registerer.MustRegister(e.reloadSuccess, e.reloadSuccessTime)
 	return e
 }
 

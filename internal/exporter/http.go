@@ -10,12 +10,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/collector"
 )
 
 // HandlerOptions configure the HTTP endpoints.
 type HandlerOptions struct {
 	MetricsPath string
-	// Gatherer is what /metrics serves.
+	// Gatherer serves everything but the run metrics: at least the
+	// Registerer given to New, plus go/process metrics if wanted.
 	Gatherer prometheus.Gatherer
 	// Instrument, when set, wraps /metrics in promhttp's own metrics
 	// (promhttp_metric_handler_*); nil with --web.disable-exporter-metrics.
@@ -27,7 +30,7 @@ type HandlerOptions struct {
 func (e *Exporter) Handler(o HandlerOptions) (http.Handler, error) {
 	mux := http.NewServeMux()
 
-	var metrics http.Handler = promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
+	var metrics http.Handler = promhttp.HandlerFor(e.Gatherer(o.Gatherer), promhttp.HandlerOpts{
 		ErrorLog: promhttpLogger{e.logger},
 		// One broken label value must not cost the whole scrape.
 		ErrorHandling:       promhttp.ContinueOnError,
@@ -79,6 +82,12 @@ func (e *Exporter) Handler(o HandlerOptions) (http.Handler, error) {
 		mux.Handle("/", landing)
 	}
 	return mux, nil
+}
+
+// Gatherer returns everything /metrics serves: others followed by the run
+// metrics.
+func (e *Exporter) Gatherer(others prometheus.Gatherer) prometheus.Gatherer {
+	return collector.Concat(others, e.runMetrics)
 }
 
 // promhttpLogger adapts go-kit logging to promhttp's error log.

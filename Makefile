@@ -1,0 +1,62 @@
+# workflow_runs_exporter — build, test and lint.
+#
+#   make build   the binary, version stamped from git
+#   make test    everything CI runs (installs the tools it needs)
+#   make lint    go vet + staticcheck
+#   make bench   benchmarks of decoding and scraping
+#   make docker  the container image (needs a Docker engine)
+
+GO        ?= go
+BINARY    := workflow_runs_exporter
+PKG       := ./cmd/workflow_runs_exporter
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+BUILDDATE ?= $(shell date -u +%Y%m%d-%H:%M:%S)
+VERSIONPKG := github.com/prometheus/common/version
+LDFLAGS   := -s -w -X $(VERSIONPKG).Version=$(VERSION) -X $(VERSIONPKG).Revision=$(REVISION) \
+             -X $(VERSIONPKG).Branch=$(BRANCH) -X $(VERSIONPKG).BuildUser=make -X $(VERSIONPKG).BuildDate=$(BUILDDATE)
+FUZZTIME  ?= 10s
+STATICCHECK_VERSION := v0.8.2
+
+# Tools built from the Go module proxy land here, not in the user's GOPATH.
+TOOLS_BIN := $(CURDIR)/.build/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build test test-go fuzz lint bench tools docker clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BINARY) $(PKG)
+
+# promtool (metrics lint) from Debian's prometheus package.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo ">> installing promtool (Debian package prometheus)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@promtool --version | head -n 1
+
+test: tools
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRun$$' -fuzztime $(FUZZTIME) ./internal/api
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./collector ./internal/api
+
+docker:
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(BINARY):$(VERSION) .
+
+clean:
+	rm -rf $(BINARY) .build

@@ -101,8 +101,6 @@ func aggregateLines(counts map[string]int, extra string) string {
 	return b.String()
 }
 
-
-
 var perRunMetrics = []string{
 	"workflow_run_status", "workflow_run_progress_ratio", "workflow_run_duration_seconds",
 	"workflow_run_created_timestamp_seconds", "workflow_run_finished_timestamp_seconds",

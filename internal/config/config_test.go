@@ -27,7 +27,7 @@ func writeFiles(t *testing.T, files map[string]string) string {
 
 func TestLoadFileDefaultsAndRelativePaths(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
-		"token": "secret-token\n",
+		"token":   "secret-token\n",
 		"ids.txt": "# watched runs\n" + id2 + "  # nightly\n\n",
 		"c.yml": `
 api:

@@ -85,6 +85,8 @@ func New(o Options) *Exporter {
 		}),
 	}
 	e.runMetrics = collector.NewGatherer(store.Load)
+	// Render each snapshot in the poll loop, so no scrape pays for it.
+	e.poller.AfterPublish(func() { _, _ = e.runMetrics.Gather() })
 	o.Registerer.MustRegister(e.reloadSuccess, e.reloadSuccessTime)
 	return e
 }

@@ -97,6 +97,8 @@ type Poller struct {
 	settings Settings
 	wake     chan struct{}
 
+	afterPublish func() // optional; runs in the poll loop after each publish
+
 	ready      atomic.Bool
 	pauseUntil atomic.Int64 // unix nanoseconds; all requests wait until then
 
@@ -131,6 +133,11 @@ func (p *Poller) Apply(s Settings) {
 	default:
 	}
 }
+
+// AfterPublish sets f to run in the poll loop after every published
+// snapshot, e.g. to render its metrics before the next scrape asks. Call it
+// before Run.
+func (p *Poller) AfterPublish(f func()) { p.afterPublish = f }
 
 // Ready reports whether a full poll cycle has finished.
 func (p *Poller) Ready() bool { return p.ready.Load() }
@@ -379,4 +386,7 @@ func (p *Poller) publish(s Settings, end time.Time) {
 		snap.Runs = append(snap.Runs, runs.Tracked{ID: id, Run: e.run, FetchOK: e.fetchOK, LastSuccess: e.lastSuccess})
 	}
 	p.store.Publish(snap)
+	if p.afterPublish != nil {
+		p.afterPublish()
+	}
 }

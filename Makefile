@@ -1,7 +1,8 @@
 # workflow_runs_exporter — build, test and lint.
 #
 #   make build   the binary, version stamped from git
-#   make test    everything CI runs (installs the tools it needs)
+#   make test    every test: unit, end-to-end, fuzzing, deploy kit, real
+#                Prometheus (installs promtool, prometheus and helm itself)
 #   make lint    go vet + staticcheck
 #   make bench   benchmarks of decoding and scraping
 #   make docker  the container image (needs a Docker engine)
@@ -18,6 +19,7 @@ LDFLAGS   := -s -w -X $(VERSIONPKG).Version=$(VERSION) -X $(VERSIONPKG).Revision
              -X $(VERSIONPKG).Branch=$(BRANCH) -X $(VERSIONPKG).BuildUser=make -X $(VERSIONPKG).BuildDate=$(BUILDDATE)
 FUZZTIME  ?= 10s
 STATICCHECK_VERSION := v0.8.2
+HELM_VERSION := v3.22.0
 
 # Tools built from the Go module proxy land here, not in the user's GOPATH.
 TOOLS_BIN := $(CURDIR)/.build/bin
@@ -31,17 +33,23 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BINARY) $(PKG)
 
-# promtool (metrics lint) from Debian's prometheus package.
+# prometheus and promtool from Debian's prometheus package; helm built from
+# the Go module proxy into .build/bin.
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
-		echo ">> installing promtool (Debian package prometheus)"; \
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+		echo ">> installing prometheus and promtool (Debian package prometheus)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v helm >/dev/null 2>&1 || { \
+		echo ">> building helm $(HELM_VERSION) from the Go module proxy"; \
+		GOBIN=$(TOOLS_BIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 	@promtool --version | head -n 1
+	@helm version --short
 
 test: tools
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) fuzz
 
 fuzz:
@@ -51,6 +59,7 @@ fuzz:
 lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd deploy && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./collector ./internal/api

@@ -59,11 +59,17 @@ type fixture struct {
 	done    chan struct{}
 }
 
-func newFixture(t *testing.T, n int) *fixture {
+// newFixture serves n sample runs; wrap, if given, sits in front of the
+// simulated API to make it misbehave.
+func newFixture(t *testing.T, n int, wrap ...func(http.Handler) http.Handler) *fixture {
 	t.Helper()
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	sim := simapi.New(sentinel, simapi.SampleRuns(n, 1, now), simapi.WithClock(func() time.Time { return now }))
-	f := &fixture{t: t, sim: sim, api: httptest.NewServer(sim), dir: t.TempDir(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	var h http.Handler = sim
+	for _, w := range wrap {
+		h = w(h)
+	}
+	f := &fixture{t: t, sim: sim, api: httptest.NewServer(h), dir: t.TempDir(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	t.Cleanup(f.api.Close)
 	f.write("token", sentinel+"\n")
 	f.writeConfig(sim.IDs())
@@ -93,6 +99,7 @@ func (f *fixture) writeConfig(ids []string) {
 	f.write("config.yml", `
 api:
   url: `+f.api.URL+`
+  timeout: 300ms
   authorization:
     credentials_file: token
 runs:

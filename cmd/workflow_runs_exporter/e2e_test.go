@@ -27,6 +27,7 @@ import (
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
 )
 
 const e2eToken = "SENTINEL-E2E-TOKEN-5f4dcc3b5aa765d6"
@@ -73,30 +74,13 @@ type process struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	addr string
-	logs *lockedBuffer
+	logs *syncbuffer.Buffer
 	done chan error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startExporter(t *testing.T, args ...string) *process {
 	t.Helper()
-	p := &process{t: t, addr: freePort(t), logs: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &process{t: t, addr: freePort(t), logs: &syncbuffer.Buffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(buildBinary(t), append([]string{"--web.listen-address=" + p.addr, "--log.level=debug"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

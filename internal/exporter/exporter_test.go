@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,28 +19,12 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/config"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const sentinel = "SENTINEL-TOKEN-7c9e6679f7d4"
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fixture is an exporter in-process against the simulated API, with a
 // config file on disk that tests rewrite.
@@ -54,7 +36,7 @@ type fixture struct {
 	exp     *Exporter
 	reg     *prometheus.Registry
 	handler http.Handler
-	logs    *syncBuffer
+	logs    *syncbuffer.Buffer
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -69,7 +51,7 @@ func newFixture(t *testing.T, n int, wrap ...func(http.Handler) http.Handler) *f
 	for _, w := range wrap {
 		h = w(h)
 	}
-	f := &fixture{t: t, sim: sim, api: httptest.NewServer(h), dir: t.TempDir(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	f := &fixture{t: t, sim: sim, api: httptest.NewServer(h), dir: t.TempDir(), reg: prometheus.NewRegistry(), logs: &syncbuffer.Buffer{}}
 	t.Cleanup(f.api.Close)
 	f.write("token", sentinel+"\n")
 	f.writeConfig(sim.IDs())

@@ -1,7 +1,6 @@
 package poller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/api"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -89,34 +89,17 @@ func ok(status runs.Status, progress float64) answer {
 
 func fail(reason api.Reason) answer { return answer{err: &api.Error{Reason: reason}} }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	p     *Poller
 	api   *fakeAPI
 	store *runs.Store
 	reg   *prometheus.Registry
-	logs  *syncBuffer
+	logs  *syncbuffer.Buffer
 	s     Settings
 }
 
 func newHarness(ids ...string) *harness {
-	h := &harness{api: newFakeAPI(), store: runs.NewStore(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	h := &harness{api: newFakeAPI(), store: runs.NewStore(), reg: prometheus.NewRegistry(), logs: &syncbuffer.Buffer{}}
 	h.p = New(log.NewLogfmtLogger(h.logs), h.store, NewMetrics(h.reg), Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, Attempts: 3})
 	h.s = Settings{Fetcher: h.api, IDs: ids, Interval: time.Hour, Concurrency: 4, MaxRequestsPerSecond: 1000, ProgressMax: 100}
 	return h

@@ -1,0 +1,29 @@
+// Package syncbuffer provides a bytes buffer that is safe for concurrent
+// writers and readers, for tests that capture the log output of goroutines
+// or processes while they run.
+package syncbuffer
+
+import (
+	"bytes"
+	"sync"
+)
+
+// Buffer is a mutex-guarded bytes.Buffer. The zero value is ready to use.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

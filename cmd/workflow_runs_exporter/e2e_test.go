@@ -378,20 +378,38 @@ func TestEndToEndReloadAndShutdown(t *testing.T) {
 }
 
 func TestEndToEndBadConfigExitsWithTheField(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.yml")
-	os.WriteFile(cfg, []byte("api: {url: https://x}\nruns: {ids: [not-a-uuid]}\n"), 0o600)
-	for _, args := range [][]string{{"--config.check"}, {}} {
-		cmd := exec.Command(buildBinary(t), append([]string{"--config.file=" + cfg, "--web.listen-address=" + freePort(t)}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if code := cmd.ProcessState.ExitCode(); code != 1 || err == nil {
-			t.Errorf("%v: exit code %d, want 1", args, code)
-		}
-		if !strings.Contains(string(out), `runs.ids[0]: \"not-a-uuid\" is not a UUID`) && !strings.Contains(string(out), `runs.ids[0]: "not-a-uuid" is not a UUID`) {
-			t.Errorf("%v: output does not name the field:\n%s", args, out)
-		}
+	const id = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+	for _, tc := range []struct{ name, config, want string }{
+		{"unknown key", "api: {url: https://x, urll: y}\nruns: {ids: [" + id + "]}\n", "field urll not found"},
+		{"wrong type", "api: {url: https://x}\nruns: {ids: [" + id + "]}\npoll: {concurrency: many}\n", "cannot unmarshal !!str `many` into int"},
+		{"bad duration", "api: {url: https://x, timeout: 10 parsecs}\nruns: {ids: [" + id + "]}\n", `api.timeout: "10 parsecs" is not a duration`},
+		{"missing url", "runs: {ids: [" + id + "]}\n", "api.url: required"},
+		{"malformed run ID", "api: {url: https://x}\nruns: {ids: [not-a-uuid]}\n", `runs.ids[0]: "not-a-uuid" is not a UUID`},
+		{"duplicate run ID", "api: {url: https://x}\nruns: {ids: [" + id + ", " + id + "]}\n", "listed more than once"},
+		{"missing credentials file", "api: {url: https://x, authorization: {credentials_file: nowhere}}\nruns: {ids: [" + id + "]}\n", "api.authorization.credentials_file: open"},
+		{"empty credentials file", "api: {url: https://x, authorization: {credentials_file: empty}}\nruns: {ids: [" + id + "]}\n", "api.authorization.credentials_file: file"},
+		{"missing CA file", "api: {url: https://x, tls_config: {ca_file: nowhere.crt}}\nruns: {ids: [" + id + "]}\n", "nowhere.crt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "c.yml")
+			os.WriteFile(cfg, []byte(tc.config), 0o600)
+			os.WriteFile(filepath.Join(dir, "empty"), nil, 0o600)
+			for _, args := range [][]string{{"--config.check"}, {}} {
+				cmd := exec.Command(buildBinary(t), append([]string{"--config.file=" + cfg, "--web.listen-address=" + freePort(t)}, args...)...)
+				out, _ := cmd.CombinedOutput()
+				if code := cmd.ProcessState.ExitCode(); code != 1 {
+					t.Errorf("%v: exit code %d, want 1", args, code)
+				}
+				text := strings.ReplaceAll(string(out), `\"`, `"`) // logfmt quotes the message
+				if !strings.Contains(text, tc.want) {
+					t.Errorf("%v: output does not contain %q:\n%s", args, tc.want, out)
+				}
+			}
+		})
 	}
-	os.WriteFile(cfg, []byte("api: {url: https://x}\nruns: {ids: [3c90c3cc-0d44-4b50-8888-8dd25736052a]}\n"), 0o600)
+	cfg := filepath.Join(t.TempDir(), "c.yml")
+	os.WriteFile(cfg, []byte("api: {url: https://x}\nruns: {ids: ["+id+"]}\n"), 0o600)
 	out, err := exec.Command(buildBinary(t), "--config.file="+cfg, "--config.check").CombinedOutput()
 	if err != nil {
 		t.Errorf("--config.check on a valid file: %v\n%s", err, out)

@@ -102,10 +102,11 @@ type Poller struct {
 	ready      atomic.Bool
 	pauseUntil atomic.Int64 // unix nanoseconds; all requests wait until then
 
-	// Owned by the Run goroutine.
-	state   map[string]*entry
+	// Burst 1: requests are spaced evenly, so no one-second window ever
+	// holds more than max_requests_per_second of them.
 	limiter *rate.Limiter
-	limits  [2]float64 // rps and burst the limiter was built for
+
+	state map[string]*entry // owned by the Run goroutine
 }
 
 // New returns a poller that publishes to store. Call Apply before Run.
@@ -117,6 +118,7 @@ func New(logger log.Logger, store *runs.Store, metrics *Metrics, backoff Backoff
 		backoff: backoff,
 		now:     time.Now,
 		wake:    make(chan struct{}, 1),
+		limiter: rate.NewLimiter(rate.Inf, 1),
 		state:   map[string]*entry{},
 	}
 }
@@ -184,7 +186,7 @@ type result struct {
 func (p *Poller) cycle(ctx context.Context, s Settings) {
 	start := p.now()
 	p.track(s.IDs)
-	p.setLimits(s)
+	p.limiter.SetLimit(rate.Limit(s.MaxRequestsPerSecond))
 
 	var todo []string
 	for _, id := range s.IDs {
@@ -227,16 +229,6 @@ func (p *Poller) track(ids []string) {
 		if _, ok := keep[id]; !ok {
 			delete(p.state, id)
 		}
-	}
-}
-
-func (p *Poller) setLimits(s Settings) {
-	want := [2]float64{s.MaxRequestsPerSecond, 1}
-	if p.limiter == nil || p.limits != want {
-		// Burst 1: requests are spaced evenly, so no one-second window ever
-		// holds more than max_requests_per_second of them.
-		p.limiter = rate.NewLimiter(rate.Limit(s.MaxRequestsPerSecond), 1)
-		p.limits = want
 	}
 }
 

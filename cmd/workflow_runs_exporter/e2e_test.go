@@ -381,7 +381,7 @@ func TestEndToEndBadConfigExitsWithTheField(t *testing.T) {
 	const id = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 	for _, tc := range []struct{ name, config, want string }{
 		{"unknown key", "api: {url: https://x, urll: y}\nruns: {ids: [" + id + "]}\n", "field urll not found"},
-		{"wrong type", "api: {url: https://x}\nruns: {ids: [" + id + "]}\npoll: {concurrency: many}\n", "cannot unmarshal !!str `many` into int"},
+		{"wrong type", "api: {url: https://x}\nruns: {ids: [" + id + "]}\npoll: {concurrency: many}\n", "line 3: cannot unmarshal !!str (value hidden) into int"},
 		{"bad duration", "api: {url: https://x, timeout: 10 parsecs}\nruns: {ids: [" + id + "]}\n", `api.timeout: "10 parsecs" is not a duration`},
 		{"missing url", "runs: {ids: [" + id + "]}\n", "api.url: required"},
 		{"malformed run ID", "api: {url: https://x}\nruns: {ids: [not-a-uuid]}\n", `runs.ids[0]: "not-a-uuid" is not a UUID`},

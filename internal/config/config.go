@@ -123,7 +123,7 @@ func LoadFile(path string) (*Config, error) {
 func Parse(data []byte, dir string) (*Config, error) {
 	cfg := Default()
 	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
-		return nil, err
+		return nil, hideValues(err)
 	}
 	cfg.API.HTTP.SetDirectory(dir)
 	cfg.Runs.IDsFile = promconfig.JoinDir(dir, cfg.Runs.IDsFile)
@@ -131,6 +131,24 @@ func Parse(data []byte, dir string) (*Config, error) {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// quotedValue matches the values the YAML decoder quotes in its type errors.
+var quotedValue = regexp.MustCompile("`[^`]*`")
+
+// hideValues drops the offending values from YAML type errors, keeping the
+// line and the expected type: a token pasted under the wrong key must not
+// end up in a log line or an HTTP error body.
+func hideValues(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = quotedValue.ReplaceAllString(m, "(value hidden)")
+	}
+	return errors.New("yaml: " + strings.Join(msgs, "; "))
 }
 
 func (c *Config) validate() error {

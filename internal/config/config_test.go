@@ -74,7 +74,7 @@ func TestBadConfigNamesTheField(t *testing.T) {
 	}{
 		{"unknown key", "api: {url: https://x, urll: y}\nruns: {ids: [" + id1 + "]}", "field urll not found", nil},
 		{"unknown top-level key", "api: {url: https://x}\nrunz: {}", "field runz not found", nil},
-		{"wrong type", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {concurrency: many}", "cannot unmarshal !!str `many` into int", nil},
+		{"wrong type", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {concurrency: many}", "line 3: cannot unmarshal !!str (value hidden) into int", nil},
 		{"bad duration", "api: {url: https://x, timeout: 10 parsecs}\nruns: {ids: [" + id1 + "]}", `api.timeout: "10 parsecs" is not a duration`, nil},
 		{"bad interval", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {interval: soon}", `poll.interval: "soon" is not a duration`, nil},
 		{"zero interval", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {interval: 0s}", "poll.interval: must be greater than 0", nil},
@@ -143,6 +143,26 @@ runs:
 	}
 	if !strings.Contains(string(out), "<secret>") {
 		t.Errorf("config dump has no <secret> placeholder:\n%s", out)
+	}
+}
+
+func TestMisplacedTokenIsNotEchoed(t *testing.T) {
+	const sentinel = "SENTINEL-TOKEN-0f1e2d3c"
+	for _, doc := range []string{
+		"api: {url: https://x, max_response_bytes: " + sentinel + "}\nruns: {ids: [" + id1 + "]}",
+		"api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {concurrency: " + sentinel + "}",
+		"api: {url: https://x, authorization: " + sentinel + "}\nruns: {ids: [" + id1 + "]}",
+	} {
+		_, err := Parse([]byte(doc), ".")
+		if err == nil {
+			t.Fatalf("parsed %q", doc)
+		}
+		if strings.Contains(err.Error(), sentinel) {
+			t.Errorf("error echoes the token: %v", err)
+		}
+		if !strings.Contains(err.Error(), "line ") {
+			t.Errorf("error does not say where: %v", err)
+		}
 	}
 }
 

@@ -80,7 +80,8 @@ type entry struct {
 	run         *runs.Run
 	fetchOK     bool
 	lastSuccess time.Time
-	warnings    string // last decode warnings, to log only when they change
+	warnings    string     // last decode warnings, to log only when they change
+	failing     api.Reason // reason of the current run of failures; "" while fetches succeed
 }
 
 func (e *entry) done() bool { return e.run != nil && e.run.Status.Terminal() }
@@ -343,6 +344,10 @@ func (p *Poller) record(res result, progressMax float64) {
 			problems = append(problems, "progress "+strconv.FormatFloat(res.run.Progress, 'g', -1, 64)+" is above api.progress_max")
 		}
 		e.run, e.fetchOK, e.lastSuccess = res.run, true, p.now()
+		if e.failing != "" {
+			level.Info(p.logger).Log("msg", "fetching run works again", "run_id", res.id, "after", e.failing)
+			e.failing = ""
+		}
 		if !res.run.Status.Known() {
 			problems = append(problems, "unknown status "+strconv.Quote(string(res.run.Status)))
 		}
@@ -362,10 +367,16 @@ func (p *Poller) record(res result, progressMax float64) {
 		// The run does not exist (any more): its data must not linger.
 		e.run = nil
 	}
-	logAt := level.Warn
-	if reason == api.ReasonUnauthorized {
-		logAt = level.Debug
+	// A warning when a run starts failing or fails differently; the same
+	// failure again is at debug level, so an outage of an API with thousands
+	// of runs does not write thousands of lines every cycle. The counters
+	// and fetch_success show that it goes on. 401/403 are summed up per
+	// cycle in cycle().
+	logAt := level.Debug
+	if reason != e.failing && reason != api.ReasonUnauthorized {
+		logAt = level.Warn
 	}
+	e.failing = reason
 	logAt(p.logger).Log("msg", "fetching run failed", "run_id", res.id, "reason", reason, "err", res.err)
 }
 

@@ -201,6 +201,26 @@ func TestNotFoundRemovesTheRunsData(t *testing.T) {
 	}
 }
 
+func TestRepeatedFailuresWarnOnce(t *testing.T) {
+	h := newHarness("r")
+	h.api.set("r", fail(api.ReasonBadResponse), fail(api.ReasonBadResponse), fail(api.ReasonBadResponse),
+		fail(api.ReasonNotFound), ok(runs.StatusRunning, 1))
+	for range 5 {
+		h.cycle()
+	}
+	logs := h.logs.String()
+	// bad_response starts, not_found replaces it: two warnings, not four.
+	if n := strings.Count(logs, "level=warn"); n != 2 {
+		t.Errorf("%d warnings for 3 bad_response then 1 not_found, want 2:\n%s", n, logs)
+	}
+	if !strings.Contains(logs, "fetching run works again") {
+		t.Errorf("recovery not logged:\n%s", logs)
+	}
+	if got := h.fetchErrors(api.ReasonBadResponse); got != 3 {
+		t.Errorf("bad_response errors = %v, want 3: every failure is counted", got)
+	}
+}
+
 func TestUnauthorizedLogsOneLinePerCycle(t *testing.T) {
 	ids := []string{"a", "b", "c", "d", "e"}
 	h := newHarness(ids...)

@@ -5,10 +5,8 @@
 package exporter
 
 import (
-	"bytes"
 	"context"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -52,11 +50,11 @@ type Exporter struct {
 	reloadSuccess     prometheus.Gauge
 	reloadSuccessTime prometheus.Gauge
 
-	mu      sync.Mutex // guards the fields below and serialises reloads
-	cfg     *config.Config
-	client  *api.Client
-	ids     []string
-	idsFile []byte // content of runs.ids_file when last read
+	mu         sync.Mutex // guards the fields below and serialises reloads
+	cfg        *config.Config
+	client     *api.Client
+	ids        []string
+	idsFileErr string // last runs.ids_file error logged, to log it once
 }
 
 // New registers the metrics and returns an exporter that has not loaded its
@@ -125,7 +123,7 @@ func (e *Exporter) reload() error {
 	}
 	old := e.client
 	e.cfg, e.client, e.ids = cfg, client, ids
-	e.idsFile = readIDsFile(cfg.Runs.IDsFile)
+	e.idsFileErr = ""
 	e.apply()
 	if old != nil {
 		old.CloseIdleConnections()
@@ -180,40 +178,29 @@ func (e *Exporter) Run(ctx context.Context) {
 	}
 }
 
-// checkIDsFile re-reads runs.ids_file when its size, time or content
-// content changed. A broken file keeps the previous run list.
+// checkIDsFile re-reads runs.ids_file and applies the run list if it
+// changed. The file is small, so reading it every few seconds is cheaper
+// and surer than trusting modification times. A broken file keeps the
+// previous run list and is logged once, not on every check.
 func (e *Exporter) checkIDsFile() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.cfg == nil || e.cfg.Runs.IDsFile == "" {
 		return
 	}
-	// Comparing content, not mtime, also catches a rewrite within the
-	// mtime resolution; the file is small and read every few seconds.
-	content := readIDsFile(e.cfg.Runs.IDsFile)
-	if bytes.Equal(content, e.idsFile) {
-		return
-	}
-	e.idsFile = content
 	ids, err := e.cfg.RunIDs()
 	if err != nil {
-		level.Error(e.logger).Log("msg", "reading runs.ids_file failed; keeping the previous run list", "err", err)
+		if msg := err.Error(); msg != e.idsFileErr {
+			e.idsFileErr = msg
+			level.Error(e.logger).Log("msg", "reading runs.ids_file failed; keeping the previous run list", "err", err)
+		}
 		return
 	}
+	e.idsFileErr = ""
 	if slices.Equal(ids, e.ids) {
 		return
 	}
 	e.ids = ids
 	level.Info(e.logger).Log("msg", "runs.ids_file changed", "runs", len(ids))
 	e.apply()
-}
-
-// readIDsFile returns the file's content, or nil when it cannot be read
-// (the error is reported by RunIDs).
-func readIDsFile(path string) []byte {
-	if path == "" {
-		return nil
-	}
-	data, _ := os.ReadFile(path)
-	return data
 }

@@ -235,6 +235,10 @@ poll: {interval: 50ms, max_requests_per_second: 1000}
 	if got := f.gauge("workflow_runs_exporter_tracked_runs"); got != 4 {
 		t.Errorf("tracked_runs after a broken ids_file = %v, want the previous 4", got)
 	}
+	time.Sleep(100 * time.Millisecond) // ten more checks of the same broken file
+	if n := strings.Count(f.logs.String(), "keeping the previous run list"); n != 1 {
+		t.Errorf("the broken ids_file was logged %d times, want once", n)
+	}
 }
 
 func TestTokenNeverLeaks(t *testing.T) {

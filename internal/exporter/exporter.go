@@ -54,7 +54,8 @@ type Exporter struct {
 	cfg        *config.Config
 	client     *api.Client
 	ids        []string
-	idsFileErr string // last runs.ids_file error logged, to log it once
+	idsFileErr string    // last runs.ids_file error logged, to log it once
+	pendingIDs *[]string // a changed run list read once, not applied yet
 }
 
 // New registers the metrics and returns an exporter that has not loaded its
@@ -123,7 +124,7 @@ func (e *Exporter) reload() error {
 	}
 	old := e.client
 	e.cfg, e.client, e.ids = cfg, client, ids
-	e.idsFileErr = ""
+	e.idsFileErr, e.pendingIDs = "", nil
 	e.apply()
 	if old != nil {
 		old.CloseIdleConnections()
@@ -180,8 +181,10 @@ func (e *Exporter) Run(ctx context.Context) {
 
 // checkIDsFile re-reads runs.ids_file and applies the run list if it
 // changed. The file is small, so reading it every few seconds is cheaper
-// and surer than trusting modification times. A broken file keeps the
-// previous run list and is logged once, not on every check.
+// and surer than trusting modification times. A changed list is applied
+// only when two checks in a row read it the same: a file caught half
+// written (truncated to nothing, say) must not drop every run. A broken
+// file keeps the previous run list and is logged once, not on every check.
 func (e *Exporter) checkIDsFile() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -198,8 +201,14 @@ func (e *Exporter) checkIDsFile() {
 	}
 	e.idsFileErr = ""
 	if slices.Equal(ids, e.ids) {
+		e.pendingIDs = nil
 		return
 	}
+	if e.pendingIDs == nil || !slices.Equal(ids, *e.pendingIDs) {
+		e.pendingIDs = &ids // seen once; apply if the next check agrees
+		return
+	}
+	e.pendingIDs = nil
 	e.ids = ids
 	level.Info(e.logger).Log("msg", "runs.ids_file changed", "runs", len(ids))
 	e.apply()

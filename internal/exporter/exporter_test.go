@@ -241,6 +241,36 @@ poll: {interval: 50ms, max_requests_per_second: 1000}
 	}
 }
 
+func TestIDsFileHalfWrittenIsNotApplied(t *testing.T) {
+	f := newFixture(t, 4)
+	ids := f.sim.IDs()
+	f.write("ids.txt", strings.Join(ids, "\n")+"\n")
+	f.write("config.yml", `
+api: {url: `+f.api.URL+`, authorization: {credentials_file: token}}
+runs: {ids_file: ids.txt}
+`)
+	if err := f.exp.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	tracked := func() int {
+		f.exp.mu.Lock()
+		defer f.exp.mu.Unlock()
+		return len(f.exp.ids)
+	}
+	// An editor caught mid-save: the file is empty for one check.
+	f.write("ids.txt", "")
+	f.exp.checkIDsFile()
+	f.write("ids.txt", strings.Join(ids[:2], "\n")+"\n")
+	f.exp.checkIDsFile()
+	if n := tracked(); n != 4 {
+		t.Fatalf("%d runs after single reads of a changing file, want the previous 4", n)
+	}
+	f.exp.checkIDsFile()
+	if n := tracked(); n != 2 {
+		t.Errorf("%d runs after two equal reads, want the new 2", n)
+	}
+}
+
 func TestTokenNeverLeaks(t *testing.T) {
 	f := newFixture(t, 5)
 	f.start()

@@ -1,91 +1,77 @@
 package collector
 
 import (
+	"compress/gzip"
 	"fmt"
 	"io"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 )
 
-// benchSnapshot holds n runs spread over a realistic mix of workflows and
-// statuses.
-func benchSnapshot(n int) *runs.Snapshot {
-	snap := &runs.Snapshot{ProgressMax: 100, CycleEnd: fetched}
+// Run with:
+//   go test -run '^$' -bench . -benchmem ./collector
+// Scrape* is what one /metrics request costs the store; EncodeFloor* is
+// client_golang's encoder writing the same, already gathered, content: the
+// least an exporter serving it through the registry could spend.
+
+var sizes = []int{1000, 10000, 100000}
+
+// benchStates returns n runs with UUID-shaped IDs, a realistic mix of
+// workflows and statuses, every series a real run has.
+func benchStates(n int) []*runs.State {
+	out := make([]*runs.State, n)
 	for i := range n {
-		r := finishedRun(runs.KnownStatuses[i%len(runs.KnownStatuses)])
-		r.ID = fmt.Sprintf("%08d-0d44-4b50-8888-8dd25736052a", i)
+		st := runs.KnownStatuses[i%len(runs.KnownStatuses)]
+		rid := fmt.Sprintf("%08x-%04x-4b50-8888-%012x", i*2654435761, i%65536, i)
+		r := baseRun(rid, st)
+		if st.Terminal() {
+			r = finishedRun(rid, st)
+		}
+		r.WorkflowID = fmt.Sprintf("00000000-0000-4000-8000-%012d", i%50)
 		r.WorkflowName = fmt.Sprintf("Workflow %d", i%50)
 		r.WorkflowType = []string{"flow", "handler", "ingestion"}[i%3]
-		if !r.Status.Terminal() {
-			r.FinishedAt = time.Time{}
-		}
-		snap.Runs = append(snap.Runs, fetchedRun(r))
+		r.GroupID = "6f0c3c90-0d44-4b50-8888-8dd25736052a"
+		out[i] = fetchedState(r)
 	}
-	return snap
+	return out
 }
 
-func encode(b *testing.B, mfs []*dto.MetricFamily) {
-	enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkScrapeFirst is the first /metrics request after a poll cycle
-// published a new snapshot: rendering the const metrics, then encoding.
-func BenchmarkScrapeFirst(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		snaps := [2]*runs.Snapshot{benchSnapshot(n), benchSnapshot(n)}
-		var i int
-		g := NewGatherer(func() *runs.Snapshot { return snaps[i%2] })
+func benchScrape(b *testing.B, gz bool) {
+	for _, n := range sizes {
+		s := storeOf(benchStates(n), nil)
+		scrape(b, s, gz) // compress every chunk once, as the first scrape does
 		b.Run(fmt.Sprintf("runs=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
+			var size int64
 			for b.Loop() {
-				i++ // a new snapshot every time
-				mfs, err := g.Gather()
-				if err != nil {
+				cw := &countingWriter{}
+				e := NewExposition(cw, gz)
+				e.WriteRuns(s)
+				if err := e.Close(); err != nil {
 					b.Fatal(err)
 				}
-				encode(b, mfs)
+				size = cw.n
 			}
+			b.ReportMetric(float64(size), "bytes/scrape")
 		})
 	}
 }
 
-// BenchmarkScrapeCached is every further /metrics request of the same
-// snapshot.
-func BenchmarkScrapeCached(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		snap := benchSnapshot(n)
-		g := NewGatherer(func() *runs.Snapshot { return snap })
-		b.Run(fmt.Sprintf("runs=%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				mfs, err := g.Gather()
-				if err != nil {
-					b.Fatal(err)
-				}
-				encode(b, mfs)
-			}
-		})
-	}
-}
+// BenchmarkScrapePlain is a /metrics request without compression.
+func BenchmarkScrapePlain(b *testing.B) { benchScrape(b, false) }
 
-// BenchmarkEncodeFloor encodes the same, already gathered, metric families:
-// the least any exporter serving these series could spend per scrape.
-func BenchmarkEncodeFloor(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+// BenchmarkScrapeGzip is a /metrics request with gzip, as Prometheus asks.
+func BenchmarkScrapeGzip(b *testing.B) { benchScrape(b, true) }
+
+func benchFloor(b *testing.B, gz bool) {
+	for _, n := range sizes {
 		reg := prometheus.NewRegistry()
-		snap := benchSnapshot(n)
-		reg.MustRegister(New(func() *runs.Snapshot { return snap }))
+		reg.MustRegister(reference{benchStates(n), nil, 100})
 		mfs, err := reg.Gather()
 		if err != nil {
 			b.Fatal(err)
@@ -93,8 +79,78 @@ func BenchmarkEncodeFloor(b *testing.B) {
 		b.Run(fmt.Sprintf("runs=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				encode(b, mfs)
+				var w io.Writer = io.Discard
+				var zw *gzip.Writer
+				if gz {
+					zw = gzip.NewWriter(io.Discard)
+					w = zw
+				}
+				enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+				for _, mf := range mfs {
+					if err := enc.Encode(mf); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if zw != nil {
+					zw.Close()
+				}
 			}
 		})
 	}
 }
+
+// BenchmarkEncodeFloorPlain is client_golang's encoder on the same content.
+func BenchmarkEncodeFloorPlain(b *testing.B) { benchFloor(b, false) }
+
+// BenchmarkEncodeFloorGzip is the same through promhttp's gzip writer.
+func BenchmarkEncodeFloorGzip(b *testing.B) { benchFloor(b, true) }
+
+// BenchmarkUpdate is the store's share of one run refresh: render the run
+// and swap it in.
+func BenchmarkUpdate(b *testing.B) {
+	for _, n := range sizes {
+		states := benchStates(n)
+		s := storeOf(states, nil)
+		b.Run(fmt.Sprintf("runs=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				st := *states[i%n]
+				st.LastSuccess = st.LastSuccess.Add(time.Second)
+				s.Update(&st)
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkScrapeAfterChanges is a gzip scrape after 1% of the runs
+// changed: the changed chunks are compressed again, nothing else.
+func BenchmarkScrapeAfterChanges(b *testing.B) {
+	for _, n := range sizes {
+		states := benchStates(n)
+		s := storeOf(states, nil)
+		scrape(b, s, true)
+		b.Run(fmt.Sprintf("runs=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			k := 0
+			for b.Loop() {
+				b.StopTimer()
+				for range n / 100 {
+					st := *states[k%n]
+					st.LastSuccess = st.LastSuccess.Add(time.Second)
+					s.Update(&st)
+					k += 97
+				}
+				b.StartTimer()
+				e := NewExposition(io.Discard, true)
+				e.WriteRuns(s)
+				e.Close()
+			}
+		})
+	}
+}
+
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

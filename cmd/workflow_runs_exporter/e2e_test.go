@@ -134,17 +134,62 @@ func (p *process) scrape() map[string]*dto.MetricFamily {
 	return mfs
 }
 
-// waitCycles waits until n more poll cycles have finished.
+// waitCycles waits until n more poll cycles have finished, and fails the
+// test if they take more than 30s.
 func (p *process) waitCycles(n int) {
 	p.t.Helper()
-	last := gaugeValue(p.scrape(), "workflow_runs_exporter_last_poll_cycle_timestamp_seconds", nil)
+	deadline := time.Now().Add(30 * time.Second)
+	last := p.lastCycle()
 	for seen := 0; seen < n; {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%d of %d poll cycles finished within 30s; log:\n%s", seen, n, p.logs.String())
+		}
 		time.Sleep(20 * time.Millisecond)
-		v := gaugeValue(p.scrape(), "workflow_runs_exporter_last_poll_cycle_timestamp_seconds", nil)
-		if v != last {
+		if v := p.lastCycle(); v != last {
 			seen++
 			last = v
 		}
+	}
+}
+
+// lastCycle returns the line of the last poll cycle's timestamp.
+func (p *process) lastCycle() string {
+	p.t.Helper()
+	return strings.Join(p.lines("workflow_runs_exporter_last_poll_cycle_timestamp_seconds "), "\n")
+}
+
+// lines returns the lines of /metrics that start with prefix, read without
+// parsing the whole body: waiting on a large scrape stays cheap.
+func (p *process) lines(prefix string) []string {
+	p.t.Helper()
+	// Plain text: decompressing megabytes in a -race test binary is slow.
+	req, _ := http.NewRequest("GET", p.url("/metrics"), nil)
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var out []string
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, prefix) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond until it holds, failing the test after 30s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 30s waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -239,17 +284,38 @@ type e2eEnv struct {
 	clock *atomic.Int64
 	api   *httptest.Server
 	dir   string
+	// hold, while true, keeps every API request waiting.
+	hold *atomic.Bool
 }
 
+// e2eStart is the simulated API's time when a test starts.
+var e2eStart = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+
+// newE2EEnv serves n sample runs (see simapi.SampleRuns).
 func newE2EEnv(t *testing.T, n int) *e2eEnv {
+	return newE2EEnvOf(t, simapi.SampleRuns(n, 42, e2eStart))
+}
+
+// newE2EEnvOf serves the given runs, with a config file listing them all.
+func newE2EEnvOf(t *testing.T, list []simapi.Run) *e2eEnv {
 	t.Helper()
-	start := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	clock := &atomic.Int64{}
-	clock.Store(start.UnixNano())
-	sim := simapi.New(e2eToken, simapi.SampleRuns(n, 42, start),
+	clock.Store(e2eStart.UnixNano())
+	sim := simapi.New(e2eToken, list,
 		simapi.WithClock(func() time.Time { return time.Unix(0, clock.Load()).UTC() }),
 		simapi.WithDelay(2*time.Millisecond))
-	env := &e2eEnv{sim: sim, clock: clock, api: httptest.NewServer(sim), dir: t.TempDir()}
+	hold := &atomic.Bool{}
+	held := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for hold.Load() {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		sim.ServeHTTP(w, r)
+	})
+	env := &e2eEnv{sim: sim, clock: clock, api: httptest.NewServer(held), dir: t.TempDir(), hold: hold}
 	t.Cleanup(env.api.Close)
 	env.write("token", e2eToken+"\n")
 	env.write("config.yml", fmt.Sprintf(`
@@ -356,11 +422,15 @@ func TestEndToEndReloadAndShutdown(t *testing.T) {
 	}
 
 	// SIGTERM during a poll cycle whose requests hang: exit 0, promptly.
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	var hanging atomic.Int32
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hanging.Add(1)
+		<-r.Context().Done()
+	}))
 	defer hang.Close()
 	env.write("config.yml", fmt.Sprintf("api: {url: %s, authorization: {credentials_file: token}}\nruns: {ids_file: ids.txt}\n", hang.URL))
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	time.Sleep(500 * time.Millisecond) // the new cycle's requests are hanging now
+	waitFor(t, "requests hanging", func() bool { return hanging.Load() >= 4 })
 	start := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {

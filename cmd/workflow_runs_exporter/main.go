@@ -5,20 +5,16 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,12 +24,17 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	sloggokit "github.com/tjhop/slog-gokit"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/collector"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/api"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/config"
-	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/exporter"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/endpoints"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/logging"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/reloader"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/shard"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/statestore"
 )
 
 const name = "workflow_runs_exporter"
@@ -51,6 +52,16 @@ func run() int {
 				Default("/metrics").String()
 		disableExporterMetrics = app.Flag("web.disable-exporter-metrics", "Leave out the go_*, process_* and promhttp_* metrics.").
 					Bool()
+		maxRequests = app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 disables the limit.").
+				Default("40").Int()
+		storagePath = app.Flag("storage.path", "Directory of the state store that keeps run states and lifecycle counters across restarts; empty: memory only.").
+				Default("").String()
+		shardCount = app.Flag("shard.count", "Number of exporter instances the run IDs are split between.").
+				Default("1").Int()
+		shardIndex = app.Flag("shard.index", "This instance's shard, from 0 to --shard.count-1: it owns the run IDs whose hash mod count equals it.").
+				Default("0").Int()
+		shardFromHostname = app.Flag("shard.from-hostname", "Take the shard index from the host name's trailing ordinal, as a StatefulSet names its pods (name-3 -> 3).").
+					Bool()
 		demo = app.Flag("demo", "Serve a built-in simulated API with sample runs and watch those; no config file needed.").
 			Bool()
 		webFlags  = kingpinflag.AddFlags(app, ":10025")
@@ -63,24 +74,34 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		return 1
 	}
-	logger, slogger := newLoggers(logConfig)
+	logger, slogger := logging.New(os.Stderr, logConfig)
+	fail := func(msg string, err error) int {
+		level.Error(logger).Log("msg", msg, "err", err)
+		return 1
+	}
+
+	hostname, _ := os.Hostname()
+	assignment, err := shard.FromFlags(*shardIndex, *shardCount, *shardFromHostname, hostname)
+	if err != nil {
+		return fail("invalid shard flags", err)
+	}
 
 	load := func() (*config.Config, error) { return config.LoadFile(*configFile) }
 	if *demo {
-		demoLoad, stop, err := startDemo(logger)
+		d, err := simapi.StartDemo(60)
 		if err != nil {
-			level.Error(logger).Log("msg", "starting the simulated API failed", "err", err)
-			return 1
+			return fail("starting the simulated API failed", err)
 		}
-		defer stop()
-		load = demoLoad
+		defer d.Close()
+		level.Info(logger).Log("msg", "demo: serving the simulated API", "url", d.URL, "runs", len(d.IDs))
+		load = func() (*config.Config, error) { return config.Demo(d.URL, d.Token, d.IDs), nil }
 	}
 
 	if *configCheck {
-		return checkConfig(load, *webFlags.WebConfigFile)
+		return checkConfig(load, assignment, *webFlags.WebConfigFile)
 	}
 
-	level.Info(logger).Log("msg", "starting "+name, "version", version.Info(), "build_context", version.BuildContext())
+	level.Info(logger).Log("msg", "starting", "name", name, "version", version.Info(), "build_context", version.BuildContext())
 	if *webFlags.WebConfigFile != "" {
 		if err := web.Validate(*webFlags.WebConfigFile); err != nil {
 			level.Error(logger).Log("msg", "invalid --web.config.file", "file", *webFlags.WebConfigFile, "err", err)
@@ -88,87 +109,110 @@ func run() int {
 		}
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(versioncollector.NewCollector(name))
-	exp := exporter.New(exporter.Options{Logger: logger, Registerer: reg, Load: load})
-	if err := exp.Reload(); err != nil {
+	// Self-metrics on one registry, each owned by the part that changes
+	// it; go/process/promhttp on another, so the flag can leave them out.
+	self := prometheus.NewRegistry()
+	self.MustRegister(versioncollector.NewCollector(name))
+	if err := assignment.Register(self); err != nil {
+		return fail("registering the shard metric failed", err)
+	}
+	var exporterMetrics *prometheus.Registry
+	if !*disableExporterMetrics {
+		exporterMetrics = prometheus.NewRegistry()
+		exporterMetrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+
+	runMetrics := collector.NewStore(config.Default().API.ProgressMax)
+	pollerOptions := poller.Options{Logger: logger, Registerer: self, Publisher: runMetrics}
+	var store *statestore.Store
+	if *storagePath != "" {
+		store, err = statestore.Open(*storagePath, statestore.Options{Logger: logger, Registerer: self, OnCommit: runMetrics.AddFinished})
+		if err != nil {
+			return fail("opening the state store failed", err)
+		}
+		totals, err := store.Totals()
+		if err != nil {
+			store.Close()
+			return fail("reading the state store failed", err)
+		}
+		runMetrics.SetTotals(totals)
+		pollerOptions.Journal = store
+		level.Info(logger).Log("msg", "state store opened", "path", store.Path())
+	}
+	p := poller.New(pollerOptions)
+	reload := reloader.New(reloader.Options{
+		Logger: logger, Registerer: self, Load: load, Shard: assignment, Poller: p,
+		Instrument: api.NewMetrics(self).Instrument,
+	})
+	if err := reload.Reload(); err != nil {
+		if store != nil {
+			store.Close()
+		}
 		return 1 // Reload logged the error, naming the field.
 	}
 
-	gatherer, instrument := prometheus.Gatherer(reg), prometheus.Registerer(nil)
-	if !*disableExporterMetrics {
-		// Runtime metrics live in their own registry, as in node_exporter,
-		// so the flag can leave them out without touching the run metrics.
-		runtime := prometheus.NewRegistry()
-		runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		gatherer, instrument = collector.Concat(runtime, reg), runtime
-	}
-	handler, err := exp.Handler(exporter.HandlerOptions{MetricsPath: *metricsPath, Gatherer: gatherer, Instrument: instrument})
+	handler, err := endpoints.Handler(endpoints.Options{
+		Logger: logger, MetricsPath: *metricsPath, Runs: runMetrics, Self: self, ExporterMetrics: exporterMetrics,
+		MaxRequests: *maxRequests, Ready: p.Ready, Reload: reload.Reload, Probe: p.Probe,
+	})
 	if err != nil {
-		level.Error(logger).Log("msg", "building the HTTP handler failed", "err", err)
-		return 1
+		return fail("building the HTTP handler failed", err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	polling := make(chan struct{})
-	go func() {
-		defer close(polling)
-		exp.Run(ctx)
-	}()
-
-	srv := &http.Server{
-		Handler: handler,
-		// A slow or stuck client must not hold a connection, and with it a
-		// goroutine, for long.
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+	var background sync.WaitGroup
+	background.Go(func() { p.Run(ctx) })
+	background.Go(func() { reload.Run(ctx) })
+	if store != nil {
+		background.Go(func() { store.Run(ctx) })
 	}
+
+	srv := endpoints.NewServer(handler, endpoints.DefaultServerTimeouts)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- web.ListenAndServe(srv, webFlags, slogger) }()
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	for {
+	code := 0
+	for done := false; !done; {
 		select {
 		case err := <-serveErr:
 			level.Error(logger).Log("msg", "HTTP server failed", "err", err)
-			return 1
+			code, done = 1, true
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				_ = exp.Reload() // logged; the old configuration stays in force
+				_ = reload.Reload() // logged; the old configuration stays in force
 				continue
 			}
 			level.Info(logger).Log("msg", "shutting down", "signal", sig)
-			cancel() // stops polling and cancels in-flight API requests
-			shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
-			defer done()
-			if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				level.Warn(logger).Log("msg", "in-flight scrapes did not finish in time", "err", err)
-			}
-			<-polling
-			return 0
+			done = true
 		}
 	}
+	cancel() // stops polling and cancels in-flight API requests
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		level.Warn(logger).Log("msg", "in-flight scrapes did not finish in time", "err", err)
+	}
+	background.Wait()
+	if store != nil {
+		if err := store.Close(); err != nil {
+			level.Error(logger).Log("msg", "closing the state store failed", "err", err)
+			code = 1
+		}
+	}
+	return code
 }
 
-// checkConfig implements --config.check.
-func checkConfig(load func() (*config.Config, error), webConfigFile string) int {
+// checkConfig implements --config.check: the same checks as a reload.
+func checkConfig(load func() (*config.Config, error), assignment shard.Assignment, webConfigFile string) int {
 	fail := func(err error) int {
 		fmt.Fprintf(os.Stderr, "%s: invalid configuration: %v\n", name, err)
 		return 1
 	}
-	cfg, err := load()
+	plan, err := reloader.Prepare(load, assignment, nil)
 	if err != nil {
-		return fail(err)
-	}
-	ids, err := cfg.RunIDs()
-	if err != nil {
-		return fail(err)
-	}
-	if _, err := exporter.NewClient(cfg, nil); err != nil {
 		return fail(err)
 	}
 	if webConfigFile != "" {
@@ -176,44 +220,6 @@ func checkConfig(load func() (*config.Config, error), webConfigFile string) int 
 			return fail(fmt.Errorf("--web.config.file %s: %w", webConfigFile, err))
 		}
 	}
-	fmt.Printf("configuration is valid: %d runs, API %s\n", len(ids), cfg.API.URL)
+	fmt.Printf("configuration is valid: %d runs (%d in this shard), API %s\n", plan.Configured, len(plan.IDs), plan.Config.API.URL)
 	return 0
-}
-
-// newLoggers builds the go-kit logger the exporter logs with, from the
-// standard --log.level and --log.format flags, and bridges it to the
-// *slog.Logger the exporter-toolkit takes, so there is one logging setup.
-func newLoggers(c *promslog.Config) (log.Logger, *slog.Logger) {
-	w := log.NewSyncWriter(os.Stderr)
-	var base log.Logger
-	if c.Format.String() == "json" {
-		base = log.NewJSONLogger(w)
-	} else {
-		base = log.NewLogfmtLogger(w)
-	}
-	base = level.NewFilter(base, level.Allow(level.ParseDefault(c.Level.String(), level.InfoValue())))
-	// The bridge adds its own time and caller, taken from the slog record.
-	slogger := slog.New(sloggokit.NewGoKitHandler(base, c.Level.Level()))
-	return log.With(base, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller), slogger
-}
-
-// startDemo serves the simulated API on a loopback port and returns a
-// configuration loader that watches its sample runs.
-func startDemo(logger log.Logger) (func() (*config.Config, error), func(), error) {
-	token := make([]byte, 16)
-	if _, err := rand.Read(token); err != nil {
-		return nil, nil, err
-	}
-	secret := hex.EncodeToString(token)
-	sim := simapi.New(secret, simapi.SampleRuns(60, uint64(time.Now().UnixNano()), time.Now()))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, nil, err
-	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	url := "http://" + ln.Addr().String()
-	level.Info(logger).Log("msg", "demo: serving the simulated API", "url", url, "runs", len(sim.IDs()))
-	load := func() (*config.Config, error) { return config.Demo(url, secret, sim.IDs()), nil }
-	return load, func() { srv.Close() }, nil
 }

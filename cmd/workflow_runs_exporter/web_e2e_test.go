@@ -209,38 +209,3 @@ func TestBadWebConfigExits(t *testing.T) {
 		})
 	}
 }
-
-func TestSlowClientDoesNotBlockScrapes(t *testing.T) {
-	p := startExporter(t, "--demo")
-	p.waitReady()
-	// A client that sends its request headers one byte at a time.
-	conn, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for _, b := range []byte("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 100)) {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if _, err := conn.Write([]byte{b}); err != nil {
-				return
-			}
-		}
-	}()
-	client := &http.Client{Timeout: 5 * time.Second}
-	for range 5 {
-		resp, err := client.Get(p.url("/metrics"))
-		if err != nil {
-			t.Fatalf("scrape while a slow client is connected: %v", err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		time.Sleep(100 * time.Millisecond)
-	}
-}

@@ -44,7 +44,6 @@ type Client struct {
 	base     *url.URL
 	timeout  time.Duration
 	maxBytes int64
-	now      func() time.Time
 }
 
 // NewClient builds a client from Prometheus' HTTP client configuration, so
@@ -63,7 +62,7 @@ func NewClient(o Options) (*Client, error) {
 	if o.Instrument != nil {
 		hc.Transport = o.Instrument(hc.Transport)
 	}
-	return &Client{http: hc, base: base, timeout: o.Timeout, maxBytes: o.MaxResponseBytes, now: time.Now}, nil
+	return &Client{http: hc, base: base, timeout: o.Timeout, maxBytes: o.MaxResponseBytes}, nil
 }
 
 // CloseIdleConnections releases pooled connections, e.g. after a reload
@@ -150,11 +149,11 @@ func (c *Client) statusError(resp *http.Response) error {
 		e.Reason = ReasonNotFound
 	case code == http.StatusTooManyRequests:
 		e.Reason = ReasonRateLimited
-		e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+		e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	case code >= 500:
 		e.Reason = ReasonServerError
 		if code == http.StatusServiceUnavailable {
-			e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+			e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		}
 	default:
 		// Unfollowed redirects and other 4xx: the API answered, but not

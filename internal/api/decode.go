@@ -5,18 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 )
-
-// MaxLabelLength caps free-text values (workflow name, source, ...) in runes.
-// A Prometheus server with label_value_length_limit set rejects a whole scrape
-// over one long value, so one odd workflow name must not cost every metric.
-const MaxLabelLength = 256
 
 // wireRun mirrors the API document. Every field is raw so that a field of an
 // unexpected type costs only that field, not the whole run: API drift must
@@ -61,7 +55,7 @@ func DecodeRun(body []byte, wantID string) (*runs.Run, []string, error) {
 		return nil, nil, errors.New("field id is missing or not a string")
 	}
 	if !strings.EqualFold(id, wantID) {
-		return nil, nil, fmt.Errorf("document is for run %q, not the requested run", label(id))
+		return nil, nil, fmt.Errorf("document is for run %q, not the requested run", excerpt(id))
 	}
 	status, ok := stringField(w.Status)
 	if !ok || status == "" {
@@ -74,12 +68,12 @@ func DecodeRun(body []byte, wantID string) (*runs.Run, []string, error) {
 		if !ok {
 			warnings = append(warnings, name+" is not a string")
 		}
-		return label(s)
+		return s
 	}
 
 	r := &runs.Run{
 		ID:         wantID,
-		Status:     runs.Status(label(status)),
+		Status:     runs.Status(status),
 		GroupID:    optional("group_id", w.GroupID),
 		WorkflowID: optional("workflow_id", w.WorkflowID),
 		Source:     optional("source", w.Source),
@@ -103,7 +97,8 @@ func DecodeRun(body []byte, wantID string) (*runs.Run, []string, error) {
 		switch err := json.Unmarshal(w.Progress, &p); {
 		case err != nil:
 			warnings = append(warnings, "progress is not a number")
-		case math.IsNaN(p) || math.IsInf(p, 0) || p < 0:
+		case p < 0:
+			// JSON has no NaN or Inf, so a decoded number is finite.
 			warnings = append(warnings, "progress is negative")
 		default:
 			r.Progress, r.HasProgress = p, true
@@ -112,9 +107,6 @@ func DecodeRun(body []byte, wantID string) (*runs.Run, []string, error) {
 
 	r.CreatedAt = timeField("created_at", w.CreatedAt, &warnings)
 	r.FinishedAt = timeField("finished_at", w.FinishedAt, &warnings)
-	if !r.CreatedAt.IsZero() && !r.FinishedAt.IsZero() && r.FinishedAt.Before(r.CreatedAt) {
-		warnings = append(warnings, "finished_at is before created_at")
-	}
 	return r, warnings, nil
 }
 
@@ -157,14 +149,15 @@ func stringField(raw json.RawMessage) (string, bool) {
 	return s, true
 }
 
-// label makes s safe and bounded as a label value: valid UTF-8 (client_golang
-// rejects anything else) and at most MaxLabelLength runes.
-func label(s string) string {
+// excerpt bounds a value the API sent before it goes into an error message
+// and from there into a log line.
+func excerpt(s string) string {
+	const max = 64
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	if utf8.RuneCountInString(s) <= MaxLabelLength {
+	if utf8.RuneCountInString(s) <= max {
 		return s
 	}
-	return string([]rune(s)[:MaxLabelLength-1]) + "…"
+	return string([]rune(s)[:max]) + "…"
 }
 
 func firstRune(b []byte) string {

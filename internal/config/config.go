@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -40,10 +41,17 @@ type API struct {
 	HTTP promconfig.HTTPClientConfig `yaml:",inline"`
 }
 
-// Runs lists the run IDs to watch.
+// Runs lists the run IDs to watch and how long to keep what is known of
+// them.
 type Runs struct {
 	IDs     []string `yaml:"ids"`
 	IDsFile string   `yaml:"ids_file"`
+	// FinishedRetention > 0 drops a finished run's series this long after
+	// it was first seen finished; 0 keeps them as long as it is listed.
+	FinishedRetention Duration `yaml:"finished_retention"`
+	// NotFoundGrace is how long a run that was fetched before and now
+	// answers 404 keeps its last values.
+	NotFoundGrace Duration `yaml:"not_found_grace"`
 }
 
 // Poll sets the polling pace.
@@ -53,17 +61,14 @@ type Poll struct {
 	MaxRequestsPerSecond float64  `yaml:"max_requests_per_second"`
 }
 
-// Duration is a Prometheus duration ("30s", "1m30s"). It is kept as text
+// Duration is a Prometheus duration ("30s", "1m30s"). The text is kept
 // while the YAML is decoded and parsed in validation, because the YAML
 // decoder reports a custom type's error without the key, and every config
 // error must name its field.
 type Duration struct {
+	time.Duration
 	text string
-	d    time.Duration
 }
-
-// D returns the parsed duration.
-func (d Duration) D() time.Duration { return d.d }
 
 // UnmarshalYAML keeps the text for validation.
 func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
@@ -71,7 +76,7 @@ func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
 }
 
 // MarshalYAML writes the duration back in Prometheus' form.
-func (d Duration) MarshalYAML() (any, error) { return model.Duration(d.d).String(), nil }
+func (d Duration) MarshalYAML() (any, error) { return model.Duration(d.Duration).String(), nil }
 
 func (d *Duration) parse(field string) error {
 	if d.text == "" {
@@ -81,11 +86,11 @@ func (d *Duration) parse(field string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %q is not a duration such as 10s or 1m", field, d.text)
 	}
-	d.d = time.Duration(v)
+	d.Duration = time.Duration(v)
 	return nil
 }
 
-func durationOf(v time.Duration) Duration { return Duration{d: v} }
+func durationOf(v time.Duration) Duration { return Duration{Duration: v} }
 
 // Default returns a configuration with every default of DESIGN.md §5 set.
 func Default() Config {
@@ -95,6 +100,9 @@ func Default() Config {
 			MaxResponseBytes: 1 << 20,
 			ProgressMax:      100,
 			HTTP:             promconfig.DefaultHTTPClientConfig,
+		},
+		Runs: Runs{
+			NotFoundGrace: durationOf(15 * time.Minute),
 		},
 		Poll: Poll{
 			Interval:             durationOf(30 * time.Second),
@@ -152,16 +160,20 @@ func hideValues(err error) error {
 }
 
 func (c *Config) validate() error {
-	if err := c.API.Timeout.parse("api.timeout"); err != nil {
-		return err
-	}
-	if err := c.Poll.Interval.parse("poll.interval"); err != nil {
-		return err
+	for field, d := range map[string]*Duration{
+		"api.timeout":             &c.API.Timeout,
+		"poll.interval":           &c.Poll.Interval,
+		"runs.finished_retention": &c.Runs.FinishedRetention,
+		"runs.not_found_grace":    &c.Runs.NotFoundGrace,
+	} {
+		if err := d.parse(field); err != nil {
+			return err
+		}
 	}
 	if err := validateURL(c.API.URL); err != nil {
 		return err
 	}
-	if c.API.Timeout.D() <= 0 {
+	if c.API.Timeout.Duration <= 0 {
 		return errors.New("api.timeout: must be greater than 0")
 	}
 	if c.API.MaxResponseBytes <= 0 {
@@ -179,7 +191,7 @@ func (c *Config) validate() error {
 		return err
 	}
 	// No higher floor: max_requests_per_second already protects the API.
-	if c.Poll.Interval.D() <= 0 {
+	if c.Poll.Interval.Duration <= 0 {
 		return errors.New("poll.interval: must be greater than 0")
 	}
 	if c.Poll.Concurrency < 1 {
@@ -188,13 +200,12 @@ func (c *Config) validate() error {
 	if !(c.Poll.MaxRequestsPerSecond > 0) || math.IsInf(c.Poll.MaxRequestsPerSecond, 0) {
 		return errors.New("poll.max_requests_per_second: must be a finite number greater than 0")
 	}
-	if len(c.Runs.IDs) == 0 && c.Runs.IDsFile == "" {
-		return errors.New("runs: set ids, ids_file or both")
-	}
+	// No runs at all is allowed: the exporter then answers /probe only.
 	for i, id := range c.Runs.IDs {
 		if !IsRunID(id) {
 			return fmt.Errorf("runs.ids[%d]: %q is not a UUID", i, id)
 		}
+		c.Runs.IDs[i] = strings.ToLower(id)
 	}
 	_, err := c.RunIDs()
 	return err
@@ -226,61 +237,83 @@ func validateURL(raw string) error {
 	return nil
 }
 
-// checkSecretFiles makes a missing or empty credentials file a config error
-// now, rather than a 401 on every request later.
+// checkSecretFiles makes a missing, unreadable or empty secret file a
+// config error now, rather than a 401 on every request later.
+// prometheus/common reads these files lazily, on every request (so that a
+// rotated token needs no restart), and offers no up-front check. The
+// fields are found by their YAML names ending in "_file" under the secret
+// settings, so a file field the library adds is checked without a change
+// here. TLS files are read, and checked, when the client is built.
 func checkSecretFiles(h *promconfig.HTTPClientConfig) error {
-	check := func(field, path string) error {
-		if path == "" {
-			return nil
+	var err error
+	walkFileFields(reflect.ValueOf(h).Elem(), "api", func(field, path string) {
+		if err != nil || path == "" || strings.Contains(field, "tls_config") {
+			return
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("%s: %w", field, err)
+		data, readErr := os.ReadFile(path)
+		switch {
+		case readErr != nil:
+			err = fmt.Errorf("%s: %w", field, readErr)
+		case len(bytes.TrimSpace(data)) == 0:
+			err = fmt.Errorf("%s: file %s is empty", field, path)
 		}
-		if len(bytes.TrimSpace(data)) == 0 {
-			return fmt.Errorf("%s: file %s is empty", field, path)
-		}
-		return nil
-	}
-	if h.Authorization != nil {
-		if err := check("api.authorization.credentials_file", h.Authorization.CredentialsFile); err != nil {
-			return err
-		}
-	}
-	if h.BasicAuth != nil {
-		if err := check("api.basic_auth.password_file", h.BasicAuth.PasswordFile); err != nil {
-			return err
-		}
-		if err := check("api.basic_auth.username_file", h.BasicAuth.UsernameFile); err != nil {
-			return err
-		}
-	}
-	if h.OAuth2 != nil {
-		if err := check("api.oauth2.client_secret_file", h.OAuth2.ClientSecretFile); err != nil {
-			return err
-		}
-	}
-	return nil
+	})
+	return err
 }
 
-// RunIDs returns runs.ids followed by the IDs of runs.ids_file, read now.
-// Duplicates (compared case-insensitively, as UUIDs are) are an error.
-func (c *Config) RunIDs() ([]string, error) {
-	ids := append([]string(nil), c.Runs.IDs...)
-	if c.Runs.IDsFile != "" {
-		fromFile, err := ReadIDsFile(c.Runs.IDsFile)
-		if err != nil {
-			return nil, err
+// walkFileFields calls visit with the dotted YAML name and value of every
+// string field named *_file in v, descending into structs and pointers.
+func walkFileFields(v reflect.Value, prefix string, visit func(field, path string)) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			walkFileFields(v.Elem(), prefix, visit)
 		}
-		ids = append(ids, fromFile...)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
+			}
+			path := prefix
+			if name != "" {
+				path += "." + name
+			}
+			if f.Type.Kind() == reflect.String && strings.HasSuffix(name, "_file") {
+				visit(path, v.Field(i).String())
+				continue
+			}
+			walkFileFields(v.Field(i), path, visit)
+		}
 	}
+}
+
+// RunIDs returns runs.ids followed by the IDs of runs.ids_file, read now,
+// in lower case (UUIDs compare case-insensitively). A run listed twice is
+// an error.
+func (c *Config) RunIDs() ([]string, error) {
+	if c.Runs.IDsFile == "" {
+		return c.CombineIDs(nil)
+	}
+	fromFile, err := ReadIDsFile(c.Runs.IDsFile)
+	if err != nil {
+		return nil, err
+	}
+	return c.CombineIDs(fromFile)
+}
+
+// CombineIDs returns runs.ids followed by fromFile, the IDs read from
+// runs.ids_file. A run listed twice is an error.
+func (c *Config) CombineIDs(fromFile []string) ([]string, error) {
+	ids := make([]string, 0, len(c.Runs.IDs)+len(fromFile))
+	ids = append(append(ids, c.Runs.IDs...), fromFile...)
 	seen := make(map[string]struct{}, len(ids))
 	for _, id := range ids {
-		key := strings.ToLower(id)
-		if _, dup := seen[key]; dup {
+		if _, dup := seen[id]; dup {
 			return nil, fmt.Errorf("runs: run ID %s is listed more than once", id)
 		}
-		seen[key] = struct{}{}
+		seen[id] = struct{}{}
 	}
 	return ids, nil
 }
@@ -306,7 +339,7 @@ func ReadIDsFile(path string) ([]string, error) {
 		if !IsRunID(line) {
 			return nil, fmt.Errorf("runs.ids_file: %s line %d: %q is not a UUID", path, n, line)
 		}
-		ids = append(ids, line)
+		ids = append(ids, strings.ToLower(line))
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("runs.ids_file: %s: %w", path, err)

@@ -43,14 +43,17 @@ runs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.API.Timeout.D(); got != 10*time.Second {
+	if got := cfg.API.Timeout.Duration; got != 10*time.Second {
 		t.Errorf("api.timeout = %s, want 10s", got)
 	}
 	if cfg.API.MaxResponseBytes != 1<<20 || cfg.API.ProgressMax != 100 {
 		t.Errorf("api defaults = %d, %v", cfg.API.MaxResponseBytes, cfg.API.ProgressMax)
 	}
-	if cfg.Poll.Interval.D() != 30*time.Second || cfg.Poll.Concurrency != 4 || cfg.Poll.MaxRequestsPerSecond != 10 {
+	if cfg.Poll.Interval.Duration != 30*time.Second || cfg.Poll.Concurrency != 4 || cfg.Poll.MaxRequestsPerSecond != 10 {
 		t.Errorf("poll defaults = %+v", cfg.Poll)
+	}
+	if cfg.Runs.NotFoundGrace.Duration != 15*time.Minute || cfg.Runs.FinishedRetention.Duration != 0 {
+		t.Errorf("runs defaults = %+v", cfg.Runs)
 	}
 	if cfg.API.HTTP.Authorization.Type != "Bearer" {
 		t.Errorf("authorization.type = %q, want the default Bearer", cfg.API.HTTP.Authorization.Type)
@@ -86,7 +89,12 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"zero progress_max", "api: {url: https://x, progress_max: 0}\nruns: {ids: [" + id1 + "]}", "api.progress_max", nil},
 		{"zero concurrency", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {concurrency: 0}", "poll.concurrency", nil},
 		{"zero rate", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {max_requests_per_second: 0}", "poll.max_requests_per_second", nil},
-		{"no runs", "api: {url: https://x}", "runs: set ids, ids_file or both", nil},
+		{"bad retention", "api: {url: https://x}\nruns: {finished_retention: a week}", `runs.finished_retention: "a week" is not a duration`, nil},
+		{"negative grace", "api: {url: https://x}\nruns: {not_found_grace: -1m}", `runs.not_found_grace: "-1m" is not a duration`, nil},
+		{"missing basic auth password file", "api: {url: https://x, basic_auth: {username: u, password_file: nowhere}}",
+			"api.basic_auth.password_file: open", nil},
+		{"empty oauth2 secret file", "api: {url: https://x, oauth2: {client_id: c, client_secret_file: s, token_url: 'https://x/t'}}",
+			"api.oauth2.client_secret_file: file", map[string]string{"s": " \n"}},
 		{"malformed run ID", "api: {url: https://x}\nruns: {ids: [" + id1 + ", not-a-uuid]}", `runs.ids[1]: "not-a-uuid" is not a UUID`, nil},
 		{"duplicate run ID", "api: {url: https://x}\nruns: {ids: [" + id1 + ", " + strings.ToUpper(id1) + "]}", "listed more than once", nil},
 		{"duplicate across ids and ids_file", "api: {url: https://x}\nruns: {ids: [" + id1 + "], ids_file: ids}", "listed more than once",
@@ -163,6 +171,32 @@ func TestMisplacedTokenIsNotEchoed(t *testing.T) {
 		if !strings.Contains(err.Error(), "line ") {
 			t.Errorf("error does not say where: %v", err)
 		}
+	}
+}
+
+// TestNoRunsIsProbeOnly: a configuration without run IDs is valid; the
+// exporter then answers /probe only.
+func TestNoRunsIsProbeOnly(t *testing.T) {
+	cfg, err := Parse([]byte("api: {url: https://x}"), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := cfg.RunIDs(); err != nil || len(ids) != 0 {
+		t.Errorf("run IDs = %q, %v; want none", ids, err)
+	}
+}
+
+func TestRunIDsAreLowerCase(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"ids":   strings.ToUpper(id2) + "\n",
+		"c.yml": "api: {url: https://x}\nruns: {ids: [" + strings.ToUpper(id1) + "], ids_file: ids}",
+	})
+	cfg, err := LoadFile(filepath.Join(dir, "c.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := cfg.RunIDs(); strings.Join(ids, ",") != id1+","+id2 {
+		t.Errorf("run IDs = %q, want lower case", ids)
 	}
 }
 

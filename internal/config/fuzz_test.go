@@ -20,7 +20,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if cfg.API.Timeout.D() <= 0 || cfg.Poll.Interval.D() <= 0 || cfg.Poll.Concurrency < 1 || cfg.API.URL == "" {
+		if cfg.API.Timeout.Duration <= 0 || cfg.Poll.Interval.Duration <= 0 || cfg.Poll.Concurrency < 1 || cfg.API.URL == "" {
 			t.Fatalf("accepted an invalid config: %+v", cfg)
 		}
 		ids, err := cfg.RunIDs()

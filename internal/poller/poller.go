@@ -1,13 +1,13 @@
-// Package poller fetches the tracked runs from the API on a fixed interval
-// and publishes an immutable snapshot of their state after every cycle.
+// Package poller fetches the runs the exporter tracks, on a fixed interval
+// and for /probe, and hands every change of a run's state on as it happens:
+// to the run metrics store, and to the state store that keeps it across
+// restarts.
 package poller
 
 import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,15 +27,33 @@ type Fetcher interface {
 	GetRun(ctx context.Context, id string) (*runs.Run, []string, error)
 }
 
-// Settings are what a config (re)load decides. They take effect at the start
-// of the next cycle.
+// Publisher receives the state of every tracked run each time it changes,
+// in order; the run metrics store implements it. It must not keep st.
+type Publisher interface {
+	Update(st *runs.State)
+	Delete(id string)
+	SetProgressMax(v float64)
+	AddFinished(fs []runs.Finish)
+}
+
+// Journal keeps run states across restarts; the state store implements it.
+// Put must not block on disk. Finishes put in the journal are counted by
+// the journal once they are durable, not by the poller.
+type Journal interface {
+	Get(id string) (runs.State, bool, error)
+	Put(st runs.State, fin *runs.Finish)
+}
+
+// Settings are what a configuration decides. They take effect at once for
+// the run list, and at the next request for the pace.
 type Settings struct {
-	Fetcher              Fetcher
-	IDs                  []string
+	IDs                  []string // the run IDs to track, lower case
 	Interval             time.Duration
 	Concurrency          int
 	MaxRequestsPerSecond float64
 	ProgressMax          float64
+	FinishedRetention    time.Duration
+	NotFoundGrace        time.Duration
 }
 
 // Backoff paces retries of one run within a cycle.
@@ -48,88 +66,132 @@ type Backoff struct {
 // DefaultBackoff retries a transient failure twice, after about 1s and 2s.
 var DefaultBackoff = Backoff{Initial: time.Second, Max: 30 * time.Second, Attempts: 3}
 
-// Metrics are the poller's own self-metrics.
-type Metrics struct {
-	fetchErrors   *prometheus.CounterVec
-	cycleDuration prometheus.Histogram
+// Options configure a Poller.
+type Options struct {
+	Logger     log.Logger
+	Registerer prometheus.Registerer
+	Publisher  Publisher
+	// Journal is the state store; nil keeps everything in memory.
+	Journal Journal
+	// Backoff paces retries; DefaultBackoff when zero.
+	Backoff Backoff
+	// Now is the clock the run states are stamped with; time.Now when nil.
+	Now func() time.Time
+	// ProbeIdle is how long a run that only /probe asks for stays in
+	// memory after the last probe; 1h when zero. With a journal it is
+	// restored from there when asked for again.
+	ProbeIdle time.Duration
 }
 
-// NewMetrics registers the poller's metrics with reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		fetchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "workflow_runs_exporter_fetch_errors_total",
-			Help: "Fetches of a run that failed after all retries, by reason.",
-		}, []string{"reason"}),
-		cycleDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "workflow_runs_exporter_poll_cycle_duration_seconds",
-			Help:    "Time a poll cycle took to fetch every unfinished run, retries included.",
-			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
-		}),
-	}
-	for _, r := range api.Reasons {
-		m.fetchErrors.WithLabelValues(string(r))
-	}
-	reg.MustRegister(m.fetchErrors, m.cycleDuration)
-	return m
-}
-
-// entry is the poller's private, mutable record of one run. Only the Run
-// goroutine touches entries; readers get copies in a snapshot.
+// entry is the poller's record of one run: its state and what only this
+// process needs to know about it.
 type entry struct {
-	run         *runs.Run
-	fetchOK     bool
-	lastSuccess time.Time
-	warnings    string     // last decode warnings, to log only when they change
-	failing     api.Reason // reason of the current run of failures; "" while fetches succeed
+	state     runs.State
+	tracked   bool      // configured, in this shard
+	probed    time.Time // last /probe that asked for it; zero if none
+	attempted bool      // fetched at least once by this process, or restored finished
+	// lastAttempt is when a fetch of it last ended, so /probe fetches an
+	// unfinished run at most once per poll interval.
+	lastAttempt time.Time
+	// failReason is the reason of the current run of failed fetches, to
+	// warn once when it starts or changes rather than on every cycle.
+	failReason api.Reason
+	problems   string // drift last logged, to log it when it changes
+	probe      *probeCall
 }
 
-func (e *entry) done() bool { return e.run != nil && e.run.Status.Terminal() }
+func (e *entry) due() bool { return !e.state.Retired && !e.state.Finished() }
 
-// Poller owns the fetch loop.
+// probeCall is a fetch made for /probe that other probes of the same run
+// wait for instead of fetching again.
+type probeCall struct{ done chan struct{} }
+
+// Poller owns the fetch loop and the state of every run it knows.
 type Poller struct {
-	logger  log.Logger
-	store   *runs.Store
-	metrics *Metrics
-	backoff Backoff
-	now     func() time.Time
-
-	mu       sync.Mutex
-	settings Settings
-	wake     chan struct{}
-
-	afterPublish func() // optional; runs in the poll loop after each publish
-
-	ready      atomic.Bool
-	pauseUntil atomic.Int64 // unix nanoseconds; all requests wait until then
+	logger    log.Logger
+	metrics   *metrics
+	out       Publisher
+	journal   Journal
+	backoff   Backoff
+	now       func() time.Time
+	probeIdle time.Duration
 
 	// Burst 1: requests are spaced evenly, so no one-second window ever
 	// holds more than max_requests_per_second of them.
-	limiter *rate.Limiter
+	limiter    *rate.Limiter
+	pauseUntil atomic.Int64 // Unix nanoseconds; no request starts before
+	ready      atomic.Bool
+	wake       chan struct{}
 
-	state map[string]*entry // owned by the Run goroutine
+	mu       sync.Mutex // guards everything below
+	fetcher  Fetcher
+	users    map[Fetcher]int // requests under way per client, to close a replaced one when idle
+	settings Settings
+	applied  bool
+	slots    chan struct{} // one per request in flight, shared by cycles and probes
+	entries  map[string]*entry
+	pending  int // tracked runs not attempted yet
 }
 
-// New returns a poller that publishes to store. Call Apply before Run.
-func New(logger log.Logger, store *runs.Store, metrics *Metrics, backoff Backoff) *Poller {
+// New returns a poller; call Apply before Run.
+func New(o Options) *Poller {
+	if o.Backoff.Attempts == 0 {
+		o.Backoff = DefaultBackoff
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ProbeIdle == 0 {
+		o.ProbeIdle = time.Hour
+	}
 	return &Poller{
-		logger:  logger,
-		store:   store,
-		metrics: metrics,
-		backoff: backoff,
-		now:     time.Now,
-		wake:    make(chan struct{}, 1),
-		limiter: rate.NewLimiter(rate.Inf, 1),
-		state:   map[string]*entry{},
+		logger:    o.Logger,
+		metrics:   newMetrics(o.Registerer),
+		out:       o.Publisher,
+		journal:   o.Journal,
+		backoff:   o.Backoff,
+		now:       o.Now,
+		probeIdle: o.ProbeIdle,
+		limiter:   rate.NewLimiter(rate.Inf, 1),
+		wake:      make(chan struct{}, 1),
+		slots:     make(chan struct{}, 1),
+		entries:   map[string]*entry{},
+		users:     map[Fetcher]int{},
 	}
 }
 
-// Apply replaces the settings and starts a cycle soon, so new run IDs do not
-// wait a whole interval. State of runs that stay tracked is kept: a finished
-// run is not fetched again after a reload.
-func (p *Poller) Apply(s Settings) {
+// Apply switches to a new client and settings. Runs added to the list are
+// published at once (with fetch_success 0 until fetched, or with their
+// last state from the journal) and fetched soon, without waiting for the
+// interval; runs taken off the list stop being exported. State of runs that
+// stay is kept: a finished run is not fetched again after a reload.
+func (p *Poller) Apply(f Fetcher, s Settings) {
 	p.mu.Lock()
-	p.settings = s
+	newMax := !p.applied || s.ProgressMax != p.settings.ProgressMax
+	if newMax {
+		p.out.SetProgressMax(s.ProgressMax)
+	}
+	if !p.applied || s.Concurrency != p.settings.Concurrency {
+		// Requests in flight give their slot back to the channel they
+		// took it from, so the old one simply drains.
+		p.slots = make(chan struct{}, s.Concurrency)
+	}
+	reapplied := p.applied
+	if old := p.fetcher; old != nil && old != f && p.users[old] == 0 {
+		closeIdle(old)
+	}
+	p.fetcher, p.settings, p.applied = f, s, true
+	p.limiter.SetLimit(rate.Limit(s.MaxRequestsPerSecond))
+	p.track(s.IDs)
+	if newMax && reapplied {
+		// The ratio of every run changes with api.progress_max.
+		for _, e := range p.entries {
+			if e.tracked && !e.state.Retired {
+				p.out.Update(&e.state)
+			}
+		}
+	}
+	p.metrics.trackedRuns.Set(float64(len(s.IDs)))
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -137,12 +199,108 @@ func (p *Poller) Apply(s Settings) {
 	}
 }
 
-// AfterPublish sets f to run in the poll loop after every published
-// snapshot, e.g. to render its metrics before the next scrape asks. Call it
-// before Run.
-func (p *Poller) AfterPublish(f func()) { p.afterPublish = f }
+// useFetcher returns the client in force for one request; done must be
+// called when the request is over. A client replaced by a reload is closed
+// once its last request is over, not while one still uses it.
+func (p *Poller) useFetcher() (f Fetcher, done func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f = p.fetcher
+	p.users[f]++
+	return f, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.users[f]--; p.users[f] == 0 {
+			delete(p.users, f)
+			if f != p.fetcher {
+				closeIdle(f)
+			}
+		}
+	}
+}
 
-// Ready reports whether a full poll cycle has finished.
+// closeIdle releases the pooled connections of a client nobody uses any
+// more, so they do not linger with their goroutines.
+func closeIdle(f Fetcher) {
+	if c, ok := f.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// track makes ids the tracked runs. Called with p.mu held.
+func (p *Poller) track(ids []string) {
+	keep := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		keep[id] = struct{}{}
+		e := p.entry(id)
+		if e.tracked {
+			continue
+		}
+		e.tracked = true
+		if e.state.Retired {
+			continue
+		}
+		if !e.attempted {
+			p.pending++
+		}
+		p.out.Update(&e.state)
+	}
+	for id, e := range p.entries {
+		if _, ok := keep[id]; ok || !e.tracked {
+			continue
+		}
+		e.tracked = false
+		if !e.attempted {
+			p.pending--
+		}
+		p.out.Delete(id)
+		p.forget(id, e)
+	}
+	if p.pending == 0 {
+		p.ready.Store(true)
+	}
+}
+
+// entry returns the record of run id, from memory, else from the journal,
+// else new. Called with p.mu held.
+func (p *Poller) entry(id string) *entry {
+	if e := p.entries[id]; e != nil {
+		return e
+	}
+	e := &entry{state: runs.State{ID: id}}
+	if p.journal != nil {
+		st, ok, err := p.journal.Get(id)
+		if err != nil {
+			level.Warn(p.logger).Log("msg", "reading a run's state from the state store failed; fetching it again", "run_id", id, "err", err)
+		} else if ok {
+			e.state = st
+			// A finished run restored from the store needs no fetch: the
+			// restart costs no request for it.
+			e.attempted = st.Finished() || st.Retired
+		}
+	}
+	p.entries[id] = e
+	return e
+}
+
+// forget drops a run from memory once nothing needs it there: neither the
+// configuration nor a recent probe. Without a journal a counted run stays,
+// so that a run taken off the list and put back is not counted twice.
+func (p *Poller) forget(id string, e *entry) {
+	if e.tracked || e.probe != nil {
+		return
+	}
+	if !e.probed.IsZero() && p.now().Sub(e.probed) < p.probeIdle {
+		return
+	}
+	if p.journal == nil && e.state.Counted {
+		return
+	}
+	delete(p.entries, id)
+}
+
+// Ready reports whether every tracked run has been attempted once (or was
+// restored finished from the state store).
 func (p *Poller) Ready() bool { return p.ready.Load() }
 
 // Run polls until ctx is cancelled. Cycles never overlap: one that overruns
@@ -154,18 +312,12 @@ func (p *Poller) Run(ctx context.Context) {
 		return
 	}
 	for {
-		p.mu.Lock()
-		s := p.settings
-		p.mu.Unlock()
-
-		start := p.now()
-		p.cycle(ctx, s)
+		start := time.Now()
+		interval := p.cycle(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		p.ready.Store(true)
-
-		timer := time.NewTimer(s.Interval - p.now().Sub(start))
+		timer := time.NewTimer(interval - time.Since(start))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -178,111 +330,118 @@ func (p *Poller) Run(ctx context.Context) {
 }
 
 type result struct {
-	id       string
 	run      *runs.Run
 	warnings []string
 	err      error
 }
 
-func (p *Poller) cycle(ctx context.Context, s Settings) {
+// cycle fetches every tracked run that is not finished, publishing each
+// result as it arrives. It returns the interval to wait.
+func (p *Poller) cycle(ctx context.Context) time.Duration {
 	start := p.now()
-	p.track(s.IDs)
-	p.limiter.SetLimit(rate.Limit(s.MaxRequestsPerSecond))
-
+	p.mu.Lock()
+	s := p.settings
 	var todo []string
 	for _, id := range s.IDs {
-		if !p.state[id].done() {
+		e := p.entries[id]
+		if e == nil || !e.tracked {
+			continue
+		}
+		if e.state.Finished() && !e.state.Retired && e.state.RetentionOver(start, s.FinishedRetention) {
+			p.retire(e)
+		}
+		if e.due() {
 			todo = append(todo, id)
 		}
 	}
-
-	results := p.fetchAll(ctx, s, todo)
-	if ctx.Err() != nil {
-		return
-	}
-	unauthorized := 0
-	for _, res := range results {
-		if api.ReasonOf(res.err) == api.ReasonUnauthorized {
-			unauthorized++
-		}
-		p.record(res, s.ProgressMax)
-	}
-	if unauthorized > 0 {
-		// One line per cycle, not per run: a revoked token must not flood
-		// the logs. Per-run details are at debug level.
-		level.Warn(p.logger).Log("msg", "API rejected the credentials", "reason", api.ReasonUnauthorized, "runs", unauthorized)
-	}
-	end := p.now()
-	p.metrics.cycleDuration.Observe(end.Sub(start).Seconds())
-	p.publish(s, end)
-}
-
-// track adds entries for new IDs and forgets IDs no longer configured.
-func (p *Poller) track(ids []string) {
-	keep := make(map[string]struct{}, len(ids))
-	for _, id := range ids {
-		keep[id] = struct{}{}
-		if p.state[id] == nil {
-			p.state[id] = &entry{}
+	for id, e := range p.entries {
+		if !e.tracked {
+			p.forget(id, e)
 		}
 	}
-	for id := range p.state {
-		if _, ok := keep[id]; !ok {
-			delete(p.state, id)
-		}
-	}
-}
+	p.mu.Unlock()
 
-func (p *Poller) fetchAll(ctx context.Context, s Settings, ids []string) []result {
-	results := make([]result, len(ids))
-	jobs := make(chan int)
+	var unauthorized atomic.Int64
+	jobs := make(chan string)
 	var wg sync.WaitGroup
-	for range min(s.Concurrency, len(ids)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				results[i] = p.fetch(ctx, s.Fetcher, ids[i])
+	for range min(s.Concurrency, len(todo)) {
+		wg.Go(func() {
+			for id := range jobs {
+				res := p.fetch(ctx, id, p.backoff.Attempts)
+				if api.ReasonOf(res.err) == api.ReasonUnauthorized {
+					unauthorized.Add(1)
+				}
+				p.record(id, res, false)
 			}
-		}()
+		})
 	}
-	for i := range ids {
+feed:
+	for _, id := range todo {
 		select {
-		case jobs <- i:
+		case jobs <- id:
 		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
+			break feed
 		}
 	}
 	close(jobs)
 	wg.Wait()
-	return results
+	if ctx.Err() != nil {
+		return s.Interval
+	}
+	if n := unauthorized.Load(); n > 0 {
+		// One line per cycle, not per run: a revoked token must not flood
+		// the logs. Per-run details are at debug level.
+		level.Warn(p.logger).Log("msg", "API rejected the credentials", "reason", api.ReasonUnauthorized, "runs", n)
+	}
+	end := p.now()
+	p.metrics.cycleDuration.Observe(end.Sub(start).Seconds())
+	p.metrics.lastCycle.Set(float64(end.UnixNano()) / 1e9)
+	return s.Interval
 }
 
-// fetch gets one run, retrying transient failures with exponential backoff
-// and jitter. A server-requested pause (Retry-After) holds back every
-// worker, not only this one.
-func (p *Poller) fetch(ctx context.Context, f Fetcher, id string) result {
+// retire drops a finished run's series once runs.finished_retention has
+// passed. It stays known, counted and never fetched again. Called with
+// p.mu held.
+func (p *Poller) retire(e *entry) {
+	e.state.Retired = true
+	p.out.Delete(e.state.ID)
+	if p.journal != nil {
+		p.journal.Put(e.state, nil)
+	}
+}
+
+// fetch gets one run, making up to attempts attempts: transient failures
+// are retried with exponential backoff and jitter. A server-requested pause
+// (Retry-After) holds back every request, not only this one.
+func (p *Poller) fetch(ctx context.Context, id string, attempts int) result {
 	for attempt := 1; ; attempt++ {
-		if err := p.waitTurn(ctx); err != nil {
-			return result{id: id, err: err}
+		release, err := p.waitTurn(ctx)
+		if err != nil {
+			return result{err: err}
 		}
+		f, done := p.useFetcher()
 		run, warnings, err := f.GetRun(ctx, id)
+		done()
+		release()
 		if err == nil {
-			return result{id: id, run: run, warnings: warnings}
+			return result{run: run, warnings: warnings}
 		}
 		var apiErr *api.Error
-		if !errors.As(err, &apiErr) || !apiErr.Retryable() || attempt >= p.backoff.Attempts {
-			return result{id: id, err: err}
+		if !errors.As(err, &apiErr) {
+			return result{err: err}
+		}
+		if apiErr.RetryAfter > 0 {
+			p.pause(apiErr.RetryAfter, apiErr.Reason)
+		}
+		if !apiErr.Retryable() || attempt >= attempts {
+			return result{err: err}
 		}
 		level.Debug(p.logger).Log("msg", "retrying run", "run_id", id, "attempt", attempt, "reason", apiErr.Reason, "err", err)
 		if apiErr.RetryAfter > 0 {
-			p.pause(apiErr.RetryAfter)
-			continue
+			continue // waitTurn waits for the pause
 		}
 		if err := sleep(ctx, p.backoffDelay(attempt)); err != nil {
-			return result{id: id, err: err}
+			return result{err: err}
 		}
 	}
 }
@@ -297,29 +456,53 @@ func (p *Poller) backoffDelay(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (p *Poller) pause(d time.Duration) {
-	until := p.now().Add(d).UnixNano()
+// pause holds back every request for d. A pause that starts (rather than
+// extends one in force) is logged once, with how long and why, so that a
+// long silence in the data has an explanation in the log and in
+// workflow_runs_exporter_api_paused_until_timestamp_seconds.
+func (p *Poller) pause(d time.Duration, reason api.Reason) {
+	now := time.Now()
+	until := now.Add(d).UnixNano()
 	for {
 		cur := p.pauseUntil.Load()
-		if cur >= until || p.pauseUntil.CompareAndSwap(cur, until) {
+		if cur >= until {
+			return
+		}
+		if p.pauseUntil.CompareAndSwap(cur, until) {
+			p.metrics.pausedUntil.Set(float64(until) / 1e9)
+			if cur < now.UnixNano() {
+				p.metrics.pauses.Inc()
+				level.Warn(p.logger).Log("msg", "API asked to pause all requests", "reason", reason, "for", d, "until", time.Unix(0, until).UTC().Format(time.RFC3339))
+			}
 			return
 		}
 	}
 }
 
-// waitTurn blocks until no pause is in force and the rate limiter allows a
-// request.
-func (p *Poller) waitTurn(ctx context.Context) error {
+// waitTurn blocks until no pause is in force, the rate limiter allows a
+// request and a slot is free. release gives the slot back.
+func (p *Poller) waitTurn(ctx context.Context) (release func(), err error) {
 	for {
-		wait := time.Duration(p.pauseUntil.Load() - p.now().UnixNano())
+		wait := time.Duration(p.pauseUntil.Load() - time.Now().UnixNano())
 		if wait <= 0 {
 			break
 		}
 		if err := sleep(ctx, wait); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return p.limiter.Wait(ctx)
+	if err := p.limiter.Wait(ctx); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	slots := p.slots
+	p.mu.Unlock()
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -333,63 +516,80 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (p *Poller) record(res result, progressMax float64) {
-	e := p.state[res.id]
-	if res.err == nil {
-		problems := res.warnings
-		if res.run.HasProgress && res.run.Progress > progressMax {
-			// A ratio above 1 is meaningless; most likely api.progress_max
-			// does not match the API's scale. Leave it out and say so.
-			res.run.HasProgress = false
-			problems = append(problems, "progress "+strconv.FormatFloat(res.run.Progress, 'g', -1, 64)+" is above api.progress_max")
-		}
-		e.run, e.fetchOK, e.lastSuccess = res.run, true, p.now()
-		if e.failing != "" {
-			level.Info(p.logger).Log("msg", "fetching run works again", "run_id", res.id, "after", e.failing)
-			e.failing = ""
-		}
-		if !res.run.Status.Known() {
-			problems = append(problems, "unknown status "+strconv.Quote(string(res.run.Status)))
-		}
-		// Logged when they change, not on every cycle of a long run.
-		if w := strings.Join(problems, "; "); w != e.warnings {
-			e.warnings = w
-			if w != "" {
-				level.Warn(p.logger).Log("msg", "run data drifted from the API documentation", "run_id", res.id, "problems", w)
-			}
-		}
+// record applies a fetch result to the run's state and hands the change
+// on. A fetch cut short by shutdown or by a probe's deadline is no result.
+func (p *Poller) record(id string, res result, probe bool) {
+	if res.err != nil && api.ReasonOf(res.err) == "" {
 		return
 	}
-	reason := api.ReasonOf(res.err)
-	p.metrics.fetchErrors.WithLabelValues(string(reason)).Inc()
-	e.fetchOK = false
-	if reason == api.ReasonNotFound {
-		// The run does not exist (any more): its data must not linger.
-		e.run = nil
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.entries[id]
+	if e == nil {
+		return // forgotten while it was fetched
 	}
-	// A warning when a run starts failing or fails differently; the same
-	// failure again is at debug level, so an outage of an API with thousands
-	// of runs does not write thousands of lines every cycle. The counters
-	// and fetch_success show that it goes on. 401/403 are summed up per
-	// cycle in cycle().
-	logAt := level.Debug
-	if reason != e.failing && reason != api.ReasonUnauthorized {
-		logAt = level.Warn
+	now := p.now()
+	e.lastAttempt = now
+	if !e.attempted {
+		e.attempted = true
+		if e.tracked {
+			p.pending--
+			if p.pending == 0 {
+				p.ready.Store(true)
+			}
+		}
 	}
-	e.failing = reason
-	logAt(p.logger).Log("msg", "fetching run failed", "run_id", res.id, "reason", reason, "err", res.err)
+	var fin *runs.Finish
+	if res.err == nil {
+		fin = e.state.Succeeded(res.run, now)
+		p.logRecovery(e)
+		p.logDrift(e, res.warnings)
+	} else {
+		reason := api.ReasonOf(res.err)
+		p.metrics.fetchErrors.WithLabelValues(string(reason)).Inc()
+		e.state.Failed(string(reason), reason == api.ReasonNotFound, now, p.settings.NotFoundGrace)
+		p.logFailure(e, reason, res.err, probe)
+	}
+	if e.tracked && !e.state.Retired {
+		p.out.Update(&e.state)
+	}
+	switch {
+	case p.journal != nil:
+		p.journal.Put(e.state, fin)
+	case fin != nil:
+		p.out.AddFinished([]runs.Finish{*fin})
+	}
 }
 
-func (p *Poller) publish(s Settings, end time.Time) {
-	ids := slices.Clone(s.IDs)
-	slices.Sort(ids)
-	snap := &runs.Snapshot{Runs: make([]runs.Tracked, 0, len(ids)), ProgressMax: s.ProgressMax, CycleEnd: end}
-	for _, id := range ids {
-		e := p.state[id]
-		snap.Runs = append(snap.Runs, runs.Tracked{ID: id, Run: e.run, FetchOK: e.fetchOK, LastSuccess: e.lastSuccess})
+func (p *Poller) logRecovery(e *entry) {
+	if e.failReason != "" {
+		level.Info(p.logger).Log("msg", "fetching run works again", "run_id", e.state.ID, "after", e.failReason)
+		e.failReason = ""
 	}
-	p.store.Publish(snap)
-	if p.afterPublish != nil {
-		p.afterPublish()
+}
+
+// logDrift warns when the set of things the API sent differently from its
+// documentation changes, not on every cycle of a long run.
+func (p *Poller) logDrift(e *entry, warnings []string) {
+	problems := append(warnings, e.state.Run.Problems(p.settings.ProgressMax)...)
+	if w := strings.Join(problems, "; "); w != e.problems {
+		e.problems = w
+		if w != "" {
+			level.Warn(p.logger).Log("msg", "run data drifted from the API documentation", "run_id", e.state.ID, "problems", w)
+		}
 	}
+}
+
+// logFailure warns when a run starts failing or fails differently; the
+// same failure again is at debug level, so an outage of an API with
+// thousands of runs does not write thousands of lines every cycle. The
+// counters and fetch_success show that it goes on. 401/403 in a cycle are
+// summed up in one line by cycle.
+func (p *Poller) logFailure(e *entry, reason api.Reason, err error, probe bool) {
+	logAt := level.Debug
+	if reason != e.failReason && reason != api.ReasonUnauthorized && !probe {
+		logAt = level.Warn
+	}
+	e.failReason = reason
+	logAt(p.logger).Log("msg", "fetching run failed", "run_id", e.state.ID, "reason", reason, "err", err)
 }

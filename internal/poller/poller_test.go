@@ -3,8 +3,10 @@ package poller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +31,8 @@ type fakeAPI struct {
 	inFlight int
 	maxIn    int
 	delay    time.Duration
+	release  chan struct{}            // when set, every request waits for it
+	hold     map[string]chan struct{} // requests for a run wait for its channel
 }
 
 type answer struct {
@@ -53,25 +57,41 @@ func (f *fakeAPI) GetRun(ctx context.Context, id string) (*runs.Run, []string, e
 	f.inFlight++
 	f.maxIn = max(f.maxIn, f.inFlight)
 	list := f.answers[id]
+	if len(list) == 0 {
+		f.mu.Unlock()
+		panic("no answer scripted for " + id)
+	}
 	a := list[0]
 	if len(list) > 1 {
 		f.answers[id] = list[1:]
 	}
+	delay, release, hold := f.delay, f.release, f.hold[id]
 	f.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
 	defer func() {
 		f.mu.Lock()
 		f.inFlight--
 		f.mu.Unlock()
 	}()
-	if f.delay > 0 {
+	if release != nil {
 		select {
-		case <-time.After(f.delay):
+		case <-release:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
 		}
 	}
 	if a.run != nil {
 		r := *a.run
+		r.ID = id
 		return &r, nil, nil
 	}
 	return nil, nil, a.err
@@ -83,40 +103,160 @@ func (f *fakeAPI) callsOf(id string) int {
 	return f.calls[id]
 }
 
+func (f *fakeAPI) totalCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		n += c
+	}
+	return n
+}
+
+func (f *fakeAPI) inFlightNow() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inFlight
+}
+
 func ok(status runs.Status, progress float64) answer {
-	return answer{run: &runs.Run{Status: status, WorkflowName: "wf", Progress: progress, HasProgress: true}}
+	r := &runs.Run{Status: status, WorkflowName: "wf", WorkflowType: "flow", Progress: progress, HasProgress: true,
+		CreatedAt: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	if status.Terminal() {
+		r.FinishedAt = r.CreatedAt.Add(time.Minute)
+	}
+	return answer{run: r}
 }
 
 func fail(reason api.Reason) answer { return answer{err: &api.Error{Reason: reason}} }
 
+// publisher records what the poller hands on, as the run metrics store
+// would receive it.
+type publisher struct {
+	mu       sync.Mutex
+	states   map[string]runs.State
+	updates  int
+	finishes []runs.Finish
+	max      float64
+}
+
+func (p *publisher) Update(st *runs.State) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.states[st.ID] = *st
+	p.updates++
+}
+
+func (p *publisher) Delete(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.states, id)
+}
+
+func (p *publisher) SetProgressMax(v float64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.max = v
+}
+
+func (p *publisher) AddFinished(fs []runs.Finish) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.finishes = append(p.finishes, fs...)
+}
+
+func (p *publisher) state(id string) (runs.State, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st, ok := p.states[id]
+	return st, ok
+}
+
+func (p *publisher) finished() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.finishes)
+}
+
+// journal is an in-memory stand-in for the state store: what was put is
+// there at once, and finishes are counted as soon as they are put.
+type journal struct {
+	mu     sync.Mutex
+	states map[string]runs.State
+	puts   int
+	out    *publisher
+}
+
+func (j *journal) Get(id string) (runs.State, bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	st, ok := j.states[id]
+	return st, ok, nil
+}
+
+func (j *journal) Put(st runs.State, fin *runs.Finish) {
+	j.mu.Lock()
+	j.states[st.ID] = st
+	j.puts++
+	j.mu.Unlock()
+	if fin != nil {
+		j.out.AddFinished([]runs.Finish{*fin})
+	}
+}
+
+// clock is a settable time for the run states' timestamps.
+type clock struct{ t atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Unix(0, c.t.Load()).UTC() }
+func (c *clock) advance(d time.Duration) { c.t.Add(int64(d)) }
+func newClock() *clock {
+	c := &clock{}
+	c.t.Store(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
 type harness struct {
 	p     *Poller
 	api   *fakeAPI
-	store *runs.Store
+	out   *publisher
+	j     *journal
 	reg   *prometheus.Registry
 	logs  *syncbuffer.Buffer
+	clock *clock
 	s     Settings
 }
 
-func newHarness(ids ...string) *harness {
-	h := &harness{api: newFakeAPI(), store: runs.NewStore(), reg: prometheus.NewRegistry(), logs: &syncbuffer.Buffer{}}
-	h.p = New(log.NewLogfmtLogger(h.logs), h.store, NewMetrics(h.reg), Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, Attempts: 3})
-	h.s = Settings{Fetcher: h.api, IDs: ids, Interval: time.Hour, Concurrency: 4, MaxRequestsPerSecond: 1000, ProgressMax: 100}
+func newHarness(withJournal bool, ids ...string) *harness {
+	h := &harness{api: newFakeAPI(), out: &publisher{states: map[string]runs.State{}}, reg: prometheus.NewRegistry(),
+		logs: &syncbuffer.Buffer{}, clock: newClock()}
+	o := Options{
+		Logger: log.NewLogfmtLogger(h.logs), Registerer: h.reg, Publisher: h.out, Now: h.clock.now,
+		Backoff: Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, Attempts: 3},
+	}
+	if withJournal {
+		h.j = &journal{states: map[string]runs.State{}, out: h.out}
+		o.Journal = h.j
+	}
+	h.p = New(o)
+	h.s = Settings{IDs: ids, Interval: time.Hour, Concurrency: 4, MaxRequestsPerSecond: 1000, ProgressMax: 100, NotFoundGrace: 15 * time.Minute}
+	h.p.Apply(h.api, h.s)
 	return h
 }
 
-func (h *harness) cycle() *runs.Snapshot {
-	h.p.cycle(context.Background(), h.s)
-	return h.store.Load()
+// cycle runs one poll cycle with the current settings.
+func (h *harness) cycle() {
+	h.p.cycle(context.Background())
 }
 
-func tracked(s *runs.Snapshot, id string) runs.Tracked {
-	for _, t := range s.Runs {
-		if t.ID == id {
-			return t
-		}
+func (h *harness) apply() { h.p.Apply(h.api, h.s) }
+
+func (h *harness) state(t *testing.T, id string) runs.State {
+	t.Helper()
+	st, ok := h.out.state(id)
+	if !ok {
+		t.Fatalf("run %s is not published", id)
 	}
-	panic("run not tracked: " + id)
+	return st
 }
 
 func (h *harness) fetchErrors(reason api.Reason) float64 {
@@ -124,7 +264,7 @@ func (h *harness) fetchErrors(reason api.Reason) float64 {
 }
 
 func TestTerminalRunsAreFetchedUntilSeenTerminalOnce(t *testing.T) {
-	h := newHarness("done", "later", "failed")
+	h := newHarness(false, "done", "later", "failed")
 	h.api.set("done", ok(runs.StatusCompleted, 100))
 	h.api.set("later", ok(runs.StatusQueued, 0), ok(runs.StatusRunning, 50), ok(runs.StatusStopped, 60))
 	h.api.set("failed", ok(runs.StatusFailed, 10))
@@ -136,8 +276,7 @@ func TestTerminalRunsAreFetchedUntilSeenTerminalOnce(t *testing.T) {
 			t.Errorf("%s fetched %d times, want %d", id, got, want)
 		}
 	}
-	snap := h.store.Load()
-	if r := tracked(snap, "later").Run; r == nil || r.Status != runs.StatusStopped || r.Progress != 60 {
+	if r := h.state(t, "later").Run; r == nil || r.Status != runs.StatusStopped || r.Progress != 60 {
 		t.Errorf("later = %+v, want its last values (stopped, 60)", r)
 	}
 }
@@ -145,20 +284,20 @@ func TestTerminalRunsAreFetchedUntilSeenTerminalOnce(t *testing.T) {
 func TestFailedFetchKeepsLastGoodValues(t *testing.T) {
 	for _, reason := range api.Reasons {
 		if reason == api.ReasonNotFound {
-			continue
+			continue // has a grace of its own, below
 		}
 		t.Run(string(reason), func(t *testing.T) {
-			h := newHarness("flaky", "healthy")
+			h := newHarness(false, "flaky", "healthy")
 			h.api.set("flaky", ok(runs.StatusRunning, 30), fail(reason))
 			h.api.set("healthy", ok(runs.StatusRunning, 10), ok(runs.StatusRunning, 20))
 			h.cycle()
-			snap := h.cycle()
+			h.cycle()
 
-			flaky := tracked(snap, "flaky")
-			if flaky.FetchOK || flaky.Run == nil || flaky.Run.Progress != 30 {
-				t.Errorf("flaky = %+v (run %+v), want fetch failed with the last good progress 30", flaky, flaky.Run)
+			flaky := h.state(t, "flaky")
+			if flaky.FetchOK || flaky.Run == nil || flaky.Run.Progress != 30 || flaky.FailReason != string(reason) {
+				t.Errorf("flaky = %+v (run %+v), want fetch failed (%s) with the last good progress 30", flaky, flaky.Run, reason)
 			}
-			if healthy := tracked(snap, "healthy"); !healthy.FetchOK || healthy.Run.Progress != 20 {
+			if healthy := h.state(t, "healthy"); !healthy.FetchOK || healthy.Run.Progress != 20 {
 				t.Errorf("healthy = %+v, want fetched with progress 20", healthy)
 			}
 			if got := h.fetchErrors(reason); got != 1 {
@@ -177,10 +316,10 @@ func TestFailedFetchKeepsLastGoodValues(t *testing.T) {
 }
 
 func TestRetrySucceedsWithinTheCycle(t *testing.T) {
-	h := newHarness("r")
+	h := newHarness(false, "r")
 	h.api.set("r", fail(api.ReasonServerError), fail(api.ReasonTimeout), ok(runs.StatusRunning, 5))
-	snap := h.cycle()
-	if r := tracked(snap, "r"); !r.FetchOK {
+	h.cycle()
+	if r := h.state(t, "r"); !r.FetchOK {
 		t.Fatalf("run not fetched after two transient failures: %+v", r)
 	}
 	if got := h.fetchErrors(api.ReasonServerError) + h.fetchErrors(api.ReasonTimeout); got != 0 {
@@ -188,21 +327,39 @@ func TestRetrySucceedsWithinTheCycle(t *testing.T) {
 	}
 }
 
-func TestNotFoundRemovesTheRunsData(t *testing.T) {
-	h := newHarness("gone")
+// TestNotFoundKeepsDataForTheGrace: a glitch in the API (one 404) must not
+// resolve an alert, but a deleted run must not linger; a run never fetched
+// has no data at all.
+func TestNotFoundKeepsDataForTheGrace(t *testing.T) {
+	h := newHarness(false, "gone", "never")
 	h.api.set("gone", ok(runs.StatusRunning, 30), fail(api.ReasonNotFound))
+	h.api.set("never", fail(api.ReasonNotFound))
 	h.cycle()
-	snap := h.cycle()
-	if g := tracked(snap, "gone"); g.FetchOK || g.Run != nil {
-		t.Errorf("gone = %+v, want no data and fetch failed", g)
+	h.clock.advance(time.Minute)
+	h.cycle()
+	if g := h.state(t, "gone"); g.FetchOK || g.Run == nil || g.FailReason != "not_found" {
+		t.Errorf("gone after one 404 = %+v, want its data kept, fetch failed with not_found", g)
 	}
-	if got := h.fetchErrors(api.ReasonNotFound); got != 1 {
-		t.Errorf("not_found errors = %v, want 1", got)
+	h.clock.advance(14 * time.Minute)
+	h.cycle()
+	if g := h.state(t, "gone"); g.Run == nil {
+		t.Error("data dropped 14m after the first 404, within the 15m grace")
+	}
+	h.clock.advance(time.Minute) // 15 m since the first 404
+	h.cycle()
+	if g := h.state(t, "gone"); g.FetchOK || g.Run != nil {
+		t.Errorf("gone after the grace = %+v, want no data", g)
+	}
+	if n := h.state(t, "never"); n.Run != nil || n.FetchOK || n.FailReason != "not_found" {
+		t.Errorf("never fetched = %+v, want no data, fetch failed with not_found", n)
+	}
+	if got := h.fetchErrors(api.ReasonNotFound); got != 7 {
+		t.Errorf("not_found errors = %v, want 7 (3 for gone, 4 for never)", got)
 	}
 }
 
 func TestRepeatedFailuresWarnOnce(t *testing.T) {
-	h := newHarness("r")
+	h := newHarness(false, "r")
 	h.api.set("r", fail(api.ReasonBadResponse), fail(api.ReasonBadResponse), fail(api.ReasonBadResponse),
 		fail(api.ReasonNotFound), ok(runs.StatusRunning, 1))
 	for range 5 {
@@ -223,7 +380,7 @@ func TestRepeatedFailuresWarnOnce(t *testing.T) {
 
 func TestUnauthorizedLogsOneLinePerCycle(t *testing.T) {
 	ids := []string{"a", "b", "c", "d", "e"}
-	h := newHarness(ids...)
+	h := newHarness(false, ids...)
 	for _, id := range ids {
 		h.api.set(id, fail(api.ReasonUnauthorized))
 	}
@@ -244,13 +401,15 @@ func TestUnauthorizedLogsOneLinePerCycle(t *testing.T) {
 }
 
 func TestRetryAfterPausesEveryRequest(t *testing.T) {
-	h := newHarness("limited", "b", "c", "d")
+	h := newHarness(false, "limited", "b", "c", "d")
 	h.s.Concurrency = 1
+	h.apply()
 	pause := 300 * time.Millisecond
 	h.api.set("limited", answer{err: &api.Error{Reason: api.ReasonRateLimited, RetryAfter: pause}}, ok(runs.StatusRunning, 1))
 	for _, id := range []string{"b", "c", "d"} {
 		h.api.set(id, ok(runs.StatusRunning, 1))
 	}
+	before := time.Now()
 	h.cycle()
 	// Order of the calls: limited (429), then, after the pause, everything
 	// else. No request may start within the pause.
@@ -261,8 +420,19 @@ func TestRetryAfterPausesEveryRequest(t *testing.T) {
 	if gap := starts[1].Sub(starts[0]); gap < pause {
 		t.Errorf("next request %s after the 429, want at least the Retry-After %s", gap, pause)
 	}
-	if snap := h.store.Load(); !tracked(snap, "limited").FetchOK {
+	if !h.state(t, "limited").FetchOK {
 		t.Error("rate-limited run was not fetched after the pause")
+	}
+	// The pause is logged once, with its length, and exported.
+	if n := strings.Count(h.logs.String(), "API asked to pause all requests"); n != 1 || !strings.Contains(h.logs.String(), "for=300ms") {
+		t.Errorf("pause logged %d times, want once with for=300ms:\n%s", n, h.logs.String())
+	}
+	until := testutil.ToFloat64(h.p.metrics.pausedUntil)
+	if want := float64(before.Add(pause).Unix()); until < want || until > want+5 {
+		t.Errorf("paused_until = %v, want about %v", until, want)
+	}
+	if n := testutil.ToFloat64(h.p.metrics.pauses); n != 1 {
+		t.Errorf("pauses_total = %v, want 1", n)
 	}
 }
 
@@ -271,9 +441,10 @@ func TestConcurrencyAndRateLimits(t *testing.T) {
 	for i := range 40 {
 		ids = append(ids, fmt.Sprint("run-", i))
 	}
-	h := newHarness(ids...)
+	h := newHarness(false, ids...)
 	h.s.Concurrency = 3
 	h.s.MaxRequestsPerSecond = 100
+	h.apply()
 	h.api.delay = 10 * time.Millisecond
 	for _, id := range ids {
 		h.api.set(id, ok(runs.StatusRunning, 1))
@@ -298,38 +469,103 @@ func TestConcurrencyAndRateLimits(t *testing.T) {
 }
 
 func TestApplyKeepsStateOfUnchangedRuns(t *testing.T) {
-	h := newHarness("done", "old")
+	h := newHarness(false, "done", "old")
 	h.api.set("done", ok(runs.StatusCompleted, 100))
 	h.api.set("old", ok(runs.StatusRunning, 1))
 	h.api.set("new", ok(runs.StatusQueued, 0))
 	h.cycle()
 	h.s.IDs = []string{"done", "new"}
-	snap := h.cycle()
+	h.apply()
+	// The new run is published at once, before it is fetched, and the
+	// removed one is gone.
+	if st := h.state(t, "new"); st.FetchOK || st.Run != nil {
+		t.Errorf("new run before its first fetch = %+v, want fetch_success 0 and no data", st)
+	}
+	if _, ok := h.out.state("old"); ok {
+		t.Error("removed run still published")
+	}
+	h.cycle()
 	if got := h.api.callsOf("done"); got != 1 {
 		t.Errorf("finished run fetched %d times across a reload, want 1", got)
 	}
-	if len(snap.Runs) != 2 || snap.Runs[0].ID != "done" || snap.Runs[1].ID != "new" {
-		t.Errorf("tracked = %+v, want done and new", snap.Runs)
-	}
-	if r := tracked(snap, "done").Run; r == nil || r.Status != runs.StatusCompleted {
+	if r := h.state(t, "done").Run; r == nil || r.Status != runs.StatusCompleted {
 		t.Errorf("done lost its state: %+v", r)
+	}
+	if got := testutil.ToFloat64(h.p.metrics.trackedRuns); got != 2 {
+		t.Errorf("tracked_runs = %v, want 2", got)
 	}
 }
 
-func TestProgressAboveMaxIsLeftOut(t *testing.T) {
-	h := newHarness("r")
-	h.api.set("r", ok(runs.StatusRunning, 150))
-	snap := h.cycle()
-	if r := tracked(snap, "r").Run; r.HasProgress {
-		t.Errorf("progress 150 with progress_max 100 kept: %+v", r)
+func TestProgressMaxChangeRendersEveryRunAgain(t *testing.T) {
+	h := newHarness(false, "a", "b")
+	h.api.set("a", ok(runs.StatusCompleted, 100))
+	h.api.set("b", ok(runs.StatusRunning, 5))
+	h.cycle()
+	before := h.out.updates
+	h.s.ProgressMax = 1000
+	h.apply()
+	if h.out.max != 1000 || h.out.updates-before != 2 {
+		t.Errorf("after a progress_max change: max %v, %d updates; want 1000 and both runs again", h.out.max, h.out.updates-before)
 	}
-	if !strings.Contains(h.logs.String(), "above api.progress_max") {
-		t.Errorf("no warning logged:\n%s", h.logs.String())
+}
+
+func TestDriftIsLoggedWhenItChanges(t *testing.T) {
+	h := newHarness(false, "r")
+	h.api.set("r", ok(runs.StatusRunning, 150), ok(runs.StatusRunning, 160), ok("paused", 10))
+	for range 3 {
+		h.cycle()
+	}
+	logs := h.logs.String()
+	if n := strings.Count(logs, "above api.progress_max"); n != 2 {
+		t.Errorf("progress above max logged %d times, want 2 (150 then 160):\n%s", n, logs)
+	}
+	if !strings.Contains(logs, `unknown status \"paused\"`) {
+		t.Errorf("unknown status not logged:\n%s", logs)
+	}
+}
+
+// TestPublishesAsItFetches: during a long cycle every run's data is handed
+// on as soon as it is fetched, not when the cycle ends.
+func TestPublishesAsItFetches(t *testing.T) {
+	h := newHarness(false, "fast", "slow")
+	h.api.set("fast", ok(runs.StatusRunning, 1))
+	h.api.set("slow", ok(runs.StatusRunning, 1))
+	slow := make(chan struct{})
+	h.api.hold = map[string]chan struct{}{"slow": slow}
+	done := make(chan struct{})
+	go func() {
+		h.cycle()
+		close(done)
+	}()
+	waitFor(t, "the fast run published while the slow one is in flight", func() bool {
+		st, ok := h.out.state("fast")
+		return ok && st.FetchOK
+	})
+	select {
+	case <-done:
+		t.Fatal("the cycle ended although a request is held")
+	default:
+	}
+	close(slow)
+	<-done
+	if st := h.state(t, "slow"); !st.FetchOK {
+		t.Errorf("slow = %+v, want fetched", st)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 10s waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
 func TestRunStopsPromptlyWhenCancelled(t *testing.T) {
-	h := newHarness("slow", "b")
+	h := newHarness(false, "slow", "b")
 	h.api.delay = time.Hour
 	h.api.set("slow", ok(runs.StatusRunning, 1))
 	h.api.set("b", ok(runs.StatusRunning, 1))
@@ -339,8 +575,7 @@ func TestRunStopsPromptlyWhenCancelled(t *testing.T) {
 		h.p.Run(ctx)
 		close(done)
 	}()
-	h.p.Apply(h.s)
-	time.Sleep(50 * time.Millisecond) // requests are in flight now
+	waitFor(t, "both requests in flight", func() bool { return h.api.inFlightNow() == 2 })
 	cancel()
 	select {
 	case <-done:
@@ -348,30 +583,311 @@ func TestRunStopsPromptlyWhenCancelled(t *testing.T) {
 		t.Fatal("Run did not return within 5s of cancellation")
 	}
 	if h.p.Ready() {
-		t.Error("ready after a cycle that was cut short by shutdown")
+		t.Error("ready although no run was attempted to the end")
+	}
+	if st := h.state(t, "slow"); st.FailReason != "" {
+		t.Errorf("a request cut short by shutdown was recorded as a failure: %+v", st)
 	}
 }
 
-func TestRunBecomesReadyAfterTheFirstCycle(t *testing.T) {
-	h := newHarness("a")
+func TestReadyOnceEveryRunWasAttempted(t *testing.T) {
+	h := newHarness(false, "a", "b")
 	h.api.set("a", ok(runs.StatusRunning, 1))
-	h.s.Interval = 10 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go h.p.Run(ctx)
+	h.api.set("b", fail(api.ReasonServerError))
 	if h.p.Ready() {
-		t.Fatal("ready before any cycle")
+		t.Fatal("ready before any fetch")
 	}
-	h.p.Apply(h.s)
-	deadline := time.Now().Add(5 * time.Second)
-	for h.api.callsOf("a") < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("fewer than 3 cycles in 5s at a 10ms interval")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	h.cycle()
 	if !h.p.Ready() {
-		t.Error("not ready after several cycles")
+		t.Error("not ready after every run was attempted (one failed)")
 	}
-	cancel()
+	// Runs added later do not make a ready exporter unready: that would
+	// take it out of its Service on every reload.
+	h.s.IDs = append(h.s.IDs, "c")
+	h.apply()
+	if !h.p.Ready() {
+		t.Error("unready after a run was added")
+	}
+}
+
+func TestNoRunsIsReadyAtOnce(t *testing.T) {
+	h := newHarness(false)
+	if !h.p.Ready() {
+		t.Error("with no runs configured (probe-only), not ready")
+	}
+}
+
+// TestRunLoopPollsOnTheInterval runs the real loop: cycles repeat on the
+// interval, and Apply starts one at once.
+func TestRunLoopPollsOnTheInterval(t *testing.T) {
+	h := newHarness(false, "a")
+	h.api.set("a", ok(runs.StatusRunning, 1))
+	h.s.Interval = 20 * time.Millisecond
+	h.apply()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		h.p.Run(ctx)
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "three cycles", func() bool { return h.api.callsOf("a") >= 3 })
+	if testutil.ToFloat64(h.p.metrics.lastCycle) == 0 {
+		t.Error("last_poll_cycle_timestamp_seconds not set after cycles")
+	}
+	h.api.set("b", ok(runs.StatusRunning, 1))
+	h.s.IDs, h.s.Interval = []string{"a", "b"}, time.Hour
+	h.apply()
+	waitFor(t, "the added run fetched without waiting for the interval", func() bool { return h.api.callsOf("b") == 1 })
+}
+
+// TestFinishedRunsAreCountedOnce: across cycles, reloads, and removing and
+// re-adding the run ID, with and without a state store.
+func TestFinishedRunsAreCountedOnce(t *testing.T) {
+	for _, withJournal := range []bool{false, true} {
+		t.Run(fmt.Sprintf("journal=%v", withJournal), func(t *testing.T) {
+			h := newHarness(withJournal, "r", "other")
+			h.api.set("r", ok(runs.StatusRunning, 50), ok(runs.StatusFailed, 60))
+			h.api.set("other", ok(runs.StatusRunning, 1))
+			h.cycle()
+			if n := h.out.finished(); n != 0 {
+				t.Fatalf("%d counted while running", n)
+			}
+			h.cycle()
+			h.cycle()
+			h.apply() // a reload with the same runs
+			h.cycle()
+			h.s.IDs = []string{"other"} // removed ...
+			h.apply()
+			h.cycle()
+			h.s.IDs = []string{"other", "r"} // ... and added again
+			h.apply()
+			h.cycle()
+			if n := h.out.finished(); n != 1 {
+				t.Errorf("run counted %d times, want once", n)
+			}
+			if got := h.out.finishes[0]; got.Key.Status != runs.StatusFailed || !got.HasDuration || got.Duration != time.Minute {
+				t.Errorf("finish = %+v, want failed with a 1m duration", got)
+			}
+			if got := h.api.callsOf("r"); got != 2 {
+				t.Errorf("r fetched %d times, want 2: a finished run re-added is answered from what is known", got)
+			}
+		})
+	}
+}
+
+func TestJournalRestoresRunsWithoutFetching(t *testing.T) {
+	h := newHarness(true, "done", "running")
+	h.api.set("done", ok(runs.StatusCompleted, 100))
+	h.api.set("running", ok(runs.StatusRunning, 10))
+	h.cycle()
+
+	// A new process over the same journal: the finished run is served and
+	// ready without a request, the unfinished one is fetched again.
+	again := &harness{api: newFakeAPI(), out: &publisher{states: map[string]runs.State{}}, clock: newClock()}
+	again.j = &journal{states: h.j.states, out: again.out}
+	again.p = New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), Publisher: again.out, Journal: again.j, Now: again.clock.now})
+	again.api.set("running", ok(runs.StatusRunning, 20))
+	again.p.Apply(again.api, h.s)
+	if st := again.state(t, "done"); st.Run == nil || st.Run.Status != runs.StatusCompleted || !st.Counted {
+		t.Errorf("restored finished run = %+v, want completed and counted", st)
+	}
+	if st := again.state(t, "running"); st.Run == nil || st.Run.Progress != 10 {
+		t.Errorf("restored running run = %+v, want its last values before any fetch", st)
+	}
+	if again.p.Ready() {
+		t.Error("ready before the unfinished run was attempted")
+	}
+	again.cycle()
+	if !again.p.Ready() || again.api.callsOf("done") != 0 || again.api.callsOf("running") != 1 {
+		t.Errorf("ready=%v, done fetched %d times (want 0), running %d (want 1)", again.p.Ready(), again.api.callsOf("done"), again.api.callsOf("running"))
+	}
+	if again.out.finished() != 0 {
+		t.Error("a run counted before the restart was counted again")
+	}
+}
+
+func TestFinishedRetentionDropsSeriesButKeepsTheCount(t *testing.T) {
+	h := newHarness(true, "r")
+	h.s.FinishedRetention = time.Hour
+	h.apply()
+	h.api.set("r", ok(runs.StatusCompleted, 100))
+	h.cycle()
+	h.clock.advance(59 * time.Minute)
+	h.cycle()
+	if _, ok := h.out.state("r"); !ok {
+		t.Fatal("dropped before the retention passed")
+	}
+	h.clock.advance(time.Minute)
+	h.cycle()
+	if _, ok := h.out.state("r"); ok {
+		t.Error("finished run still published after finished_retention")
+	}
+	h.apply() // a reload must not bring it back
+	h.cycle()
+	if _, ok := h.out.state("r"); ok {
+		t.Error("retired run published again after a reload")
+	}
+	if h.api.callsOf("r") != 1 || h.out.finished() != 1 || !h.j.states["r"].Retired {
+		t.Errorf("fetched %d times (want 1), counted %d (want 1), retired in store %v", h.api.callsOf("r"), h.out.finished(), h.j.states["r"].Retired)
+	}
+}
+
+func TestStatusAndProgressTimestamps(t *testing.T) {
+	h := newHarness(false, "r")
+	h.api.set("r", ok(runs.StatusQueued, 0), ok(runs.StatusRunning, 0), ok(runs.StatusRunning, 0), ok(runs.StatusRunning, 5))
+	t0 := h.clock.now()
+	h.cycle()
+	h.clock.advance(time.Minute)
+	h.cycle() // running from now
+	h.clock.advance(time.Minute)
+	h.cycle() // nothing changed
+	st := h.state(t, "r")
+	if !st.StatusSince.Equal(t0.Add(time.Minute)) || !st.ProgressUpdated.Equal(t0) {
+		t.Errorf("status since %s, progress updated %s; want %s and %s", st.StatusSince, st.ProgressUpdated, t0.Add(time.Minute), t0)
+	}
+	h.clock.advance(time.Minute)
+	h.cycle() // progress moved
+	if st := h.state(t, "r"); !st.ProgressUpdated.Equal(t0.Add(3 * time.Minute)) {
+		t.Errorf("progress updated %s, want %s", st.ProgressUpdated, t0.Add(3*time.Minute))
+	}
+}
+
+func TestProbeAnswersFinishedRunsFromMemory(t *testing.T) {
+	h := newHarness(false)
+	h.s.Interval = time.Minute
+	h.apply()
+	h.api.set("p", ok(runs.StatusRunning, 10), ok(runs.StatusCompleted, 100))
+	ctx := context.Background()
+	if st := h.p.Probe(ctx, "p"); !st.FetchOK || st.Run.Status != runs.StatusRunning {
+		t.Fatalf("first probe = %+v, want fetched, running", st)
+	}
+	h.p.Probe(ctx, "p") // within the interval: from memory
+	if n := h.api.callsOf("p"); n != 1 {
+		t.Fatalf("unfinished run fetched %d times within one poll interval, want 1", n)
+	}
+	h.clock.advance(time.Minute)
+	if st := h.p.Probe(ctx, "p"); st.Run.Status != runs.StatusCompleted {
+		t.Fatalf("probe after the interval = %+v, want completed", st)
+	}
+	for range 5 {
+		h.clock.advance(time.Hour)
+		h.p.Probe(ctx, "p")
+	}
+	if n := h.api.callsOf("p"); n != 2 {
+		t.Errorf("fetched %d times, want 2: a finished run is answered from memory", n)
+	}
+	if _, ok := h.out.state("p"); ok {
+		t.Error("a probed run is published to /metrics")
+	}
+	if h.out.finished() != 1 {
+		t.Errorf("probed run counted %d times, want 1", h.out.finished())
+	}
+}
+
+// TestConcurrentProbesShareOneFetch: many probes of one run at once make
+// one request, and probes share the request slots with the poll cycles.
+func TestConcurrentProbesShareOneFetch(t *testing.T) {
+	h := newHarness(false, "polled-1", "polled-2")
+	h.s.Concurrency = 2
+	h.apply()
+	h.api.release = make(chan struct{})
+	h.api.set("polled-1", ok(runs.StatusRunning, 1))
+	h.api.set("polled-2", ok(runs.StatusRunning, 1))
+	h.api.set("p", ok(runs.StatusRunning, 1))
+	h.api.set("q", ok(runs.StatusRunning, 1))
+	cycleDone := make(chan struct{})
+	go func() { h.cycle(); close(cycleDone) }()
+	waitFor(t, "the cycle holding both slots", func() bool { return h.api.inFlightNow() == 2 })
+
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			id := []string{"p", "q"}[i%2]
+			if st := h.p.Probe(context.Background(), id); !st.FetchOK {
+				t.Errorf("probe of %s = %+v, want fetched", id, st)
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := h.api.totalCalls(); n != 2 {
+		t.Errorf("%d requests while the cycle holds every slot, want 2", n)
+	}
+	close(h.api.release)
+	wg.Wait()
+	<-cycleDone
+	if h.api.callsOf("p") != 1 || h.api.callsOf("q") != 1 {
+		t.Errorf("p fetched %d times, q %d: want one request each for five probes each", h.api.callsOf("p"), h.api.callsOf("q"))
+	}
+	if h.api.maxIn > 2 {
+		t.Errorf("%d requests in flight, want at most poll.concurrency 2 across cycles and probes", h.api.maxIn)
+	}
+}
+
+func TestProbeGivesUpAtItsDeadline(t *testing.T) {
+	h := newHarness(false)
+	h.api.delay = time.Hour
+	h.api.set("p", ok(runs.StatusRunning, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	st := h.p.Probe(ctx, "p")
+	if st.FetchOK || st.Run != nil || st.FailReason != "" {
+		t.Errorf("probe past its deadline = %+v, want nothing known and no failure recorded", st)
+	}
+}
+
+func TestIdleProbedRunsAreForgottenWithAJournal(t *testing.T) {
+	h := newHarness(true)
+	h.api.set("p", ok(runs.StatusCompleted, 100))
+	h.p.Probe(context.Background(), "p")
+	h.clock.advance(2 * time.Hour)
+	h.cycle()
+	h.p.mu.Lock()
+	_, inMemory := h.p.entries["p"]
+	h.p.mu.Unlock()
+	if inMemory {
+		t.Error("a run probed 2h ago is still in memory")
+	}
+	if st := h.p.Probe(context.Background(), "p"); !st.Counted || h.api.callsOf("p") != 1 {
+		t.Errorf("probed again: %+v after %d requests; want restored from the journal without a request", st, h.api.callsOf("p"))
+	}
+	if !slices.Equal([]int{h.out.finished()}, []int{1}) {
+		t.Errorf("counted %d times, want 1", h.out.finished())
+	}
+}
+
+// closingAPI counts CloseIdleConnections calls.
+type closingAPI struct {
+	*fakeAPI
+	closed atomic.Int32
+}
+
+func (c *closingAPI) CloseIdleConnections() { c.closed.Add(1) }
+
+// TestReplacedClientIsClosedOnceIdle: a reload builds a new client; the old
+// one's pooled connections are released, but only once no request uses it.
+func TestReplacedClientIsClosedOnceIdle(t *testing.T) {
+	h := newHarness(false, "r")
+	old := &closingAPI{fakeAPI: h.api}
+	h.api.set("r", ok(runs.StatusRunning, 1))
+	hold := make(chan struct{})
+	h.api.hold = map[string]chan struct{}{"r": hold}
+	h.p.Apply(old, h.s)
+	done := make(chan struct{})
+	go func() { h.cycle(); close(done) }()
+	waitFor(t, "a request in flight", func() bool { return h.api.inFlightNow() == 1 })
+
+	next := &closingAPI{fakeAPI: newFakeAPI()}
+	h.p.Apply(next, h.s)
+	if n := old.closed.Load(); n != 0 {
+		t.Fatalf("old client closed %d times while a request used it", n)
+	}
+	close(hold)
+	<-done
+	if n := old.closed.Load(); n != 1 {
+		t.Errorf("old client closed %d times after its last request, want 1", n)
+	}
+	if n := next.closed.Load(); n != 0 {
+		t.Errorf("the client in force was closed")
+	}
 }

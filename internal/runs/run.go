@@ -1,8 +1,13 @@
-// Package runs holds the exporter's model of a workflow run and the immutable
-// snapshot of all tracked runs that the poller publishes and the collector reads.
+// Package runs is the exporter's model of a workflow run: what the API said
+// about it (Run), what the exporter knows about it over time (State), and
+// the lifecycle totals of finished runs (Totals). The model decides what is
+// exported; the API client decides only what the API said.
 package runs
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Status is a run's state as reported by the API. Values outside the known
 // set are kept verbatim: API drift must show up in the metrics, not vanish.
@@ -18,7 +23,7 @@ const (
 )
 
 // KnownStatuses lists the documented statuses in a stable order; the
-// collector emits one state-set series for each of them.
+// state-set metrics have one series for each of them.
 var KnownStatuses = []Status{StatusQueued, StatusRunning, StatusFailed, StatusCompleted, StatusStopped}
 
 // Known reports whether s is one of the documented statuses.
@@ -32,14 +37,15 @@ func (s Status) Known() bool {
 }
 
 // Terminal reports whether a run in this status can no longer change, so it
-// never needs to be fetched again.
+// never needs to be fetched again. An unknown status is not terminal: it may
+// still change.
 func (s Status) Terminal() bool {
 	return s == StatusFailed || s == StatusCompleted || s == StatusStopped
 }
 
-// Run is one run as decoded and validated from the API. Optional values the
-// API left out, or sent in a form that cannot be trusted, have their Has*
-// flag false so that the collector omits the metric instead of inventing one.
+// Run is one run as the API described it. Optional values the API left out,
+// or sent in a form that cannot be trusted, are zero (HasProgress false for
+// progress), so that nothing is invented for them.
 type Run struct {
 	ID           string
 	GroupID      string
@@ -49,16 +55,16 @@ type Run struct {
 	Source       string
 	Status       Status
 
-	Progress    float64
+	Progress    float64 // finite and not negative when HasProgress
 	HasProgress bool
 
 	CreatedAt  time.Time // zero when missing or unparsable
 	FinishedAt time.Time // zero while unfinished
 }
 
-// Duration returns finished_at − created_at for a finished run. ok is false
-// while the run is unfinished, when a timestamp is missing, or when the API
-// reported a finish before the start: a negative duration is never exported.
+// Duration returns finished_at − created_at. ok is false while the run is
+// unfinished, when a timestamp is missing, or when the API reported a finish
+// before the start: a negative duration is never exported.
 func (r *Run) Duration() (d time.Duration, ok bool) {
 	if r.CreatedAt.IsZero() || r.FinishedAt.IsZero() {
 		return 0, false
@@ -68,4 +74,31 @@ func (r *Run) Duration() (d time.Duration, ok bool) {
 		return 0, false
 	}
 	return d, true
+}
+
+// ProgressRatio returns progress / progressMax. ok is false when the API
+// sent no progress, or one above progressMax: a ratio above 1 means
+// api.progress_max does not match the API's scale, and is left out rather
+// than exported wrong.
+func (r *Run) ProgressRatio(progressMax float64) (ratio float64, ok bool) {
+	if !r.HasProgress || r.Progress > progressMax {
+		return 0, false
+	}
+	return r.Progress / progressMax, true
+}
+
+// Problems names what of this run is exported differently from what the API
+// documents, one short phrase each, for a warning in the log.
+func (r *Run) Problems(progressMax float64) []string {
+	var p []string
+	if !r.Status.Known() {
+		p = append(p, "unknown status "+strconv.Quote(string(r.Status)))
+	}
+	if r.HasProgress && r.Progress > progressMax {
+		p = append(p, "progress "+strconv.FormatFloat(r.Progress, 'g', -1, 64)+" is above api.progress_max")
+	}
+	if !r.CreatedAt.IsZero() && !r.FinishedAt.IsZero() && r.FinishedAt.Before(r.CreatedAt) {
+		p = append(p, "finished_at is before created_at")
+	}
+	return p
 }

@@ -294,3 +294,32 @@ func uuidFrom(rng *rand.Rand) string {
 	b = b&^(0xc<<60) | 0x8<<60
 	return fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", a>>32, (a>>16)&0xffff, a&0xffff, b>>48, b&0xffffffffffff)
 }
+
+// LoadRuns returns n runs for load tests: the first finished·n completed an
+// hour before now, the others running until a day after, so that their
+// progress moves with the clock.
+func LoadRuns(n int, finished float64, now time.Time) []Run {
+	rng := rand.New(rand.NewPCG(uint64(n), 42))
+	list := make([]Run, n)
+	done := int(float64(n) * finished)
+	for i := range list {
+		wf := workflows[i%len(workflows)]
+		r := Run{
+			ID:           uuidFrom(rng),
+			GroupID:      "6f0c3c90-0d44-4b50-8888-8dd25736052a",
+			WorkflowID:   fmt.Sprintf("00000000-0000-4000-8000-%012d", i%len(workflows)+1),
+			WorkflowName: wf.name,
+			WorkflowType: wf.typ,
+			Source:       "api",
+			Outcome:      runs.StatusCompleted,
+			EndProgress:  100,
+		}
+		if i < done {
+			r.CreatedAt, r.Queued, r.Running = now.Add(-2*time.Hour), time.Minute, 30*time.Minute
+		} else {
+			r.CreatedAt, r.Queued, r.Running = now.Add(-time.Minute), 30*time.Second, 24*time.Hour
+		}
+		list[i] = r
+	}
+	return list
+}

@@ -1,0 +1,221 @@
+package collector
+
+import (
+	"bytes"
+	"hash/crc32"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+)
+
+func TestCRC32Combine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 7, 64, 1000, 70000} {
+		a := make([]byte, rng.IntN(5000))
+		b := make([]byte, n)
+		for i := range a {
+			a[i] = byte(rng.Uint32())
+		}
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		want := crc32.ChecksumIEEE(append(append([]byte(nil), a...), b...))
+		if got := crc32Combine(crc32.ChecksumIEEE(a), crc32.ChecksumIEEE(b), uint64(len(b))); got != want {
+			t.Errorf("len(a)=%d len(b)=%d: combined %08x, want %08x", len(a), n, got, want)
+		}
+	}
+}
+
+// manyStates returns n fetched runs over a few workflows.
+func manyStates(n int) []*runs.State {
+	out := make([]*runs.State, n)
+	for i := range n {
+		st := runs.KnownStatuses[i%len(runs.KnownStatuses)]
+		r := baseRun(id(i), st)
+		if st.Terminal() {
+			r = finishedRun(id(i), st)
+		}
+		r.WorkflowName = []string{"Invoice extraction", "Résumé parser", "Nightly docs crawl"}[i%3]
+		out[i] = fetchedState(r)
+	}
+	return out
+}
+
+// TestScrapesFollowUpdates: plain and gzip scrapes agree with a store
+// rebuilt from scratch after every kind of change, also once chunks split
+// and cached compressed parts have to be replaced.
+func TestScrapesFollowUpdates(t *testing.T) {
+	states := manyStates(1000) // several active and settled chunks
+	s := NewStore(100)
+	current := map[string]*runs.State{}
+	check := func(step string) {
+		t.Helper()
+		var all []*runs.State
+		for _, st := range current {
+			all = append(all, st)
+		}
+		want := sortedLines(scrape(t, storeOf(all, nil), false))
+		for _, gz := range []bool{false, true} {
+			if d := diffLines(want, sortedLines(scrape(t, s, gz))); d != "" {
+				t.Fatalf("%s, gzip=%v: scrape differs from a fresh store:\n%s", step, gz, d)
+			}
+		}
+	}
+	for i, st := range states {
+		s.Update(st)
+		current[st.ID] = st
+		if i == 10 || i == 500 {
+			check("adding runs")
+		}
+	}
+	check("all added")
+	if s.Len() != len(states) || s.active.bits == 0 || len(s.settled.chunks) < 2 {
+		t.Fatalf("len %d, %d+%d chunks: want %d runs over several chunks", s.Len(), len(s.active.chunks), len(s.settled.chunks), len(states))
+	}
+	for _, st := range states[:50] {
+		next := *st
+		next.Failed("server_error", false, fetched.Add(time.Minute), 0)
+		s.Update(&next)
+		current[st.ID] = &next
+	}
+	check("failing runs")
+	for _, st := range states[50:100] {
+		s.Delete(st.ID)
+		delete(current, st.ID)
+	}
+	s.Delete("not-there")
+	check("removed runs")
+	for _, st := range states[100:150] {
+		next := *st
+		r := *st.Run
+		r.Status, r.WorkflowName = "archived", "Moved"
+		next.Run = &r
+		s.Update(&next)
+		current[st.ID] = &next
+	}
+	check("status and workflow changes")
+	settled := len(s.settled.chunks)
+	for _, st := range states[150:950] {
+		s.Delete(st.ID)
+		delete(current, st.ID)
+	}
+	check("most runs removed")
+	if len(s.settled.chunks) >= settled {
+		t.Errorf("settled chunks: %d before removing most runs, %d after; emptied chunks should be dropped", settled, len(s.settled.chunks))
+	}
+	for _, st := range states[150:950] {
+		s.Update(st)
+		current[st.ID] = st
+	}
+	check("runs added again")
+}
+
+// TestAggregatesFollowRuns: workflow_runs counts what the store holds, and
+// a workflow whose last run goes disappears.
+func TestAggregatesFollowRuns(t *testing.T) {
+	s := NewStore(100)
+	a := fetchedState(baseRun(id(1), runs.StatusRunning))
+	s.Update(a)
+	if got := scrape(t, s, false); !strings.Contains(got, `workflow_runs{status="running",workflow_name="Invoice extraction",workflow_type="flow"} 1`) {
+		t.Fatalf("running run not counted:\n%s", got)
+	}
+	done := *a
+	done.Succeeded(finishedRun(id(1), runs.StatusFailed), fetched.Add(time.Minute))
+	s.Update(&done)
+	got := scrape(t, s, false)
+	for _, want := range []string{
+		`workflow_runs{status="running",workflow_name="Invoice extraction",workflow_type="flow"} 0`,
+		`workflow_runs{status="failed",workflow_name="Invoice extraction",workflow_type="flow"} 1`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %s in\n%s", want, got)
+		}
+	}
+	s.Delete(id(1))
+	if got := scrape(t, s, false); strings.Contains(got, "workflow_runs{") || strings.Contains(got, "workflow_run_status{") {
+		t.Errorf("series left after the last run was removed:\n%s", got)
+	}
+}
+
+func TestFinishedTotalsCount(t *testing.T) {
+	s := NewStore(100)
+	key := runs.TotalKey{WorkflowName: "Invoice extraction", WorkflowType: "flow", Status: runs.StatusFailed}
+	s.AddFinished([]runs.Finish{{Key: key, Duration: 90 * time.Second, HasDuration: true}, {Key: key}})
+	got := scrape(t, s, false)
+	for _, want := range []string{
+		`workflow_runs_finished_total{status="failed",workflow_name="Invoice extraction",workflow_type="flow"} 2`,
+		`workflow_runs_finished_duration_seconds_bucket{status="failed",workflow_name="Invoice extraction",workflow_type="flow",le="60"} 0`,
+		`workflow_runs_finished_duration_seconds_bucket{status="failed",workflow_name="Invoice extraction",workflow_type="flow",le="120"} 1`,
+		`workflow_runs_finished_duration_seconds_count{status="failed",workflow_name="Invoice extraction",workflow_type="flow"} 1`,
+		`workflow_runs_finished_duration_seconds_sum{status="failed",workflow_name="Invoice extraction",workflow_type="flow"} 90`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("missing %s in\n%s", want, got)
+		}
+	}
+}
+
+// TestScrapeSeesWholeUpdates: while a run flips between two states as fast
+// as it can, every scrape shows it entirely in one of them.
+func TestScrapeSeesWholeUpdates(t *testing.T) {
+	s := storeOf(manyStates(100), nil)
+	running := fetchedState(baseRun(id(7), runs.StatusRunning))
+	failed := fetchedState(finishedRun(id(7), runs.StatusFailed))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if i%2 == 0 {
+				s.Update(running)
+			} else {
+				s.Update(failed)
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 60 {
+		text := scrape(t, s, i%2 == 1)
+		var isRunning, isFailed, hasDuration bool
+		for _, l := range strings.Split(text, "\n") {
+			if !strings.Contains(l, id(7)) {
+				continue
+			}
+			isRunning = isRunning || strings.HasPrefix(l, "workflow_run_status{") && strings.Contains(l, `status="running"`) && strings.HasSuffix(l, " 1")
+			isFailed = isFailed || strings.HasPrefix(l, "workflow_run_status{") && strings.Contains(l, `status="failed"`) && strings.HasSuffix(l, " 1")
+			hasDuration = hasDuration || strings.HasPrefix(l, "workflow_run_duration_seconds{")
+		}
+		if isRunning == isFailed || hasDuration != isFailed {
+			t.Fatalf("scrape %d saw half an update: running=%v failed=%v duration=%v", i, isRunning, isFailed, hasDuration)
+		}
+	}
+}
+
+func TestWriteRunIsOneRunWithHeaders(t *testing.T) {
+	s := NewStore(100)
+	var buf bytes.Buffer
+	st := fetchedState(finishedRun(id(3), runs.StatusFailed))
+	if err := s.WriteRun(&buf, st); err != nil {
+		t.Fatal(err)
+	}
+	want := sortedLines(scrape(t, storeOf([]*runs.State{st}, nil), false))
+	var perRun []string
+	for _, l := range want {
+		if !strings.Contains(l, "workflow_runs") {
+			perRun = append(perRun, l)
+		}
+	}
+	if d := diffLines(perRun, sortedLines(buf.String())); d != "" {
+		t.Errorf("WriteRun differs from the run's lines in a scrape:\n%s", d)
+	}
+}

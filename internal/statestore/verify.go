@@ -1,0 +1,250 @@
+package statestore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+)
+
+var (
+	// errLockTimeout: bbolt's lock timeout ran out.
+	errLockTimeout = errors.New("lock timeout")
+	// errNotEmpty stops a walk over the root at its first bucket.
+	errNotEmpty = errors.New("not empty")
+)
+
+// contentError is a problem with what the file holds, not with the system:
+// the file is corrupt.
+type contentError struct{ err error }
+
+func (e *contentError) Error() string { return e.err.Error() }
+func (e *contentError) Unwrap() error { return e.err }
+
+func damaged(format string, args ...any) error {
+	return &contentError{fmt.Errorf(format, args...)}
+}
+
+func isDamaged(err error) bool {
+	var ce *contentError
+	return errors.As(err, &ce)
+}
+
+// openBolt opens path with bbolt, turning its panics and memory faults on a
+// damaged file into errors (contentError).
+//
+// bbolt reads the file through a memory map and trusts the page ids it
+// finds. On a truncated or scribbled file those point past the end of the
+// file (SIGBUS) or of the map (SIGSEGV), which crash the process unless the
+// goroutine asked for a panic instead (debug.SetPanicOnFault), and a broken
+// page can also trip one of bbolt's own assertions (a panic). Both become
+// an error here.
+func openBolt(path string, lockTimeout time.Duration, noSync bool) (db *bolt.DB, err error) {
+	var file *os.File
+	opts := &bolt.Options{
+		Timeout:      lockTimeout,
+		FreelistType: bolt.FreelistMapType,
+		NoSync:       noSync,
+		// Keep the file so it can be closed (and its lock released) when
+		// bbolt panics halfway through Open and never returns a DB.
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if file != nil {
+				_ = file.Close() // the memory map stays until the process exits, as it does on this error
+			}
+			db, err = nil, damaged("%s", panicDetail(r))
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+
+	db, err = bolt.Open(path, 0o600, opts)
+	if err == nil {
+		return db, nil
+	}
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, errLockTimeout
+	}
+	// The system's errors (permission, missing directory, I/O, memory) come
+	// as *fs.PathError or errno; every other error of bbolt's Open is about
+	// the content (invalid, checksum, version mismatch, file size too small).
+	var pe *fs.PathError
+	var errno syscall.Errno
+	if errors.As(err, &pe) || errors.As(err, &errno) {
+		return nil, err
+	}
+	return nil, &contentError{err}
+}
+
+// guard runs fn, which reads or writes db, turning bbolt's panics and
+// memory faults on a damaged file into an error, so neither a read nor a
+// commit ever crashes the exporter.
+func guard(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = damaged("%s", panicDetail(r))
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return fn()
+}
+
+// panicDetail says what a recovered panic of bbolt means.
+func panicDetail(r any) string {
+	if f, ok := r.(interface{ Addr() uintptr }); ok && f.Addr() != 0 {
+		// A memory fault: bbolt followed a page id past the end of the
+		// file or of its map.
+		return "a page reference points outside the file (truncated, or a damaged page)"
+	}
+	return fmt.Sprint("bbolt: ", r)
+}
+
+// closeQuietly closes db after a failed Open. bbolt's Close can itself
+// fault on a damaged map; the error of Open says all there is to say.
+func closeQuietly(db *bolt.DB) {
+	_ = guard(db.Close)
+}
+
+// prepare checks the schema of an opened file and verifies all of it, or
+// initialises a new file.
+func prepare(db *bolt.DB) error {
+	fresh := false
+	err := guard(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			if tx.Bucket(bucketMeta) == nil {
+				if err := tx.ForEach(func([]byte, *bolt.Bucket) error { return errNotEmpty }); err != nil {
+					return damaged("a bbolt file, but not a state store: no %q bucket", bucketMeta)
+				}
+				fresh = true
+				return nil
+			}
+			if err := checkSchema(tx); err != nil {
+				return err
+			}
+			return verify(tx)
+		})
+	})
+	if err != nil || !fresh {
+		return err
+	}
+	return guard(func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucket(bucketMeta)
+			if err != nil {
+				return err
+			}
+			if err := meta.Put(keyVersion, []byte{schemaVersion}); err != nil {
+				return err
+			}
+			if err := meta.Put(keyBounds, appendBounds(nil, runs.DurationBuckets)); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(bucketRuns); err != nil {
+				return err
+			}
+			_, err = tx.CreateBucket(bucketTotals)
+			return err
+		})
+	})
+}
+
+// checkSchema refuses a file of another format version, or whose histogram
+// totals were kept with other bucket bounds: they cannot be added to.
+func checkSchema(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	v := meta.Get(keyVersion)
+	if len(v) != 1 {
+		return damaged("bad schema version %x", v)
+	}
+	if v[0] != schemaVersion {
+		return fmt.Errorf("%w (schema version %d; this exporter reads version %d)", ErrIncompatible, v[0], schemaVersion)
+	}
+	if b := meta.Get(keyBounds); string(b) != string(appendBounds(nil, runs.DurationBuckets)) {
+		return fmt.Errorf("%w (its finished-run duration histogram has other buckets)", ErrIncompatible)
+	}
+	if tx.Bucket(bucketRuns) == nil || tx.Bucket(bucketTotals) == nil {
+		return damaged("a bucket is missing")
+	}
+	return nil
+}
+
+// verify reads the whole file: every page header, every record, then
+// bbolt's own consistency check. The caller guards it (see guard).
+//
+// The order matters. bbolt's Check runs in a goroutine of its own, where a
+// memory fault cannot be turned into a panic, and it trusts each page's
+// overflow count (a scribbled one would have it loop over billions of page
+// ids). So first this goroutine touches every page header and bounds the
+// overflow counts, and reads every record through bbolt's cursors, which
+// visit each reachable page; only then may Check walk the same pages.
+func verify(tx *bolt.Tx) error {
+	pageSize := int64(tx.DB().Info().PageSize)
+	hwm := int(tx.Size() / pageSize) // pages in use: ids below hwm
+	for id := 2; id < hwm; {
+		p, err := tx.Page(id)
+		if err != nil {
+			return damaged("page %d: %v", id, err)
+		}
+		if p == nil || p.Type == "free" {
+			id++
+			continue
+		}
+		if p.OverflowCount < 0 || p.OverflowCount >= hwm-id {
+			return damaged("page %d: overflow of %d pages beyond the end (%d pages)", id, p.OverflowCount, hwm)
+		}
+		id += p.OverflowCount + 1
+	}
+
+	if err := tx.Bucket(bucketRuns).ForEach(func(k, v []byte) error {
+		if v == nil {
+			return damaged("run %q is a bucket", k)
+		}
+		if _, err := decodeState(string(k), v); err != nil {
+			return damaged("run %q: %v", k, err)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
+		if _, err := decodeTotalKey(k); err != nil {
+			return damaged("lifecycle total key %q: %v", k, err)
+		}
+		if v == nil {
+			return damaged("lifecycle total %q is a bucket", k)
+		}
+		if _, err := decodeTotal(v); err != nil {
+			return damaged("lifecycle total %q: %v", k, err)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	// Check finds what reading cannot: pages both used and free (a later
+	// commit would overwrite live data), keys out of order. Drain the
+	// channel whole so its goroutine ends; report the first few problems.
+	var problems []error
+	for err := range tx.Check() {
+		if len(problems) < 3 {
+			problems = append(problems, err)
+		}
+	}
+	if len(problems) > 0 {
+		return damaged("%w", errors.Join(problems...))
+	}
+	return nil
+}

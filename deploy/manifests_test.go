@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,7 +16,18 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+)
+
+// The paths the exporter's container uses, as the Dockerfile, the chart and
+// the manifests must agree on them.
+const (
+	stateDir      = "/var/lib/workflow_runs_exporter"
+	configFile    = "/etc/workflow_runs_exporter/config.yml"
+	runIDsFile    = "/etc/workflow_runs_exporter/runs/run_ids.txt"
+	containerUser = 65532 // the distroless image's nonroot user and group
 )
 
 // object is one decoded manifest.
@@ -41,12 +54,18 @@ func decodeStrict(t *testing.T, source string, data []byte) []object {
 		switch meta.Kind {
 		case "Deployment":
 			obj = &appsv1.Deployment{}
+		case "StatefulSet":
+			obj = &appsv1.StatefulSet{}
 		case "Service":
 			obj = &corev1.Service{}
+		case "ServiceAccount":
+			obj = &corev1.ServiceAccount{}
 		case "ConfigMap":
 			obj = &corev1.ConfigMap{}
 		case "Secret":
 			obj = &corev1.Secret{}
+		case "PersistentVolumeClaim":
+			obj = &corev1.PersistentVolumeClaim{}
 		case "ServiceMonitor":
 			obj = &monitoringv1.ServiceMonitor{}
 		case "PrometheusRule":
@@ -73,11 +92,186 @@ func byKind(objs []object, kind string) []any {
 	return out
 }
 
-// checkHardened asserts the security settings every deployment must keep.
-func checkHardened(t *testing.T, source string, d *appsv1.Deployment) {
+// one returns the only object of a kind, failing the test otherwise.
+func one[T any](t *testing.T, objs []object, kind string) T {
 	t.Helper()
-	spec := d.Spec.Template.Spec
-	fail := func(what string) { t.Errorf("%s: deployment %s: %s", source, d.Name, what) }
+	all := byKind(objs, kind)
+	if len(all) != 1 {
+		t.Fatalf("want one %s, got %d", kind, len(all))
+	}
+	return all[0].(T)
+}
+
+func configMapNamed(t *testing.T, objs []object, name string) *corev1.ConfigMap {
+	t.Helper()
+	for _, o := range byKind(objs, "ConfigMap") {
+		if cm := o.(*corev1.ConfigMap); cm.Name == name {
+			return cm
+		}
+	}
+	t.Fatalf("no ConfigMap %s", name)
+	return nil
+}
+
+// workload is the pod template of the one Deployment or StatefulSet.
+func workload(t *testing.T, objs []object) (string, *corev1.PodTemplateSpec) {
+	t.Helper()
+	var names []string
+	var tmpl *corev1.PodTemplateSpec
+	for _, o := range objs {
+		switch w := o.obj.(type) {
+		case *appsv1.Deployment:
+			names, tmpl = append(names, "Deployment "+w.Name), &w.Spec.Template
+		case *appsv1.StatefulSet:
+			names, tmpl = append(names, "StatefulSet "+w.Name), &w.Spec.Template
+		}
+	}
+	if len(names) != 1 {
+		t.Fatalf("want one Deployment or StatefulSet, got %v", names)
+	}
+	return names[0], tmpl
+}
+
+// tokenReadable works out whether the exporter's user can read the API
+// token file as the kubelet lays out a Secret volume: files owned by root,
+// mode from the item or defaultMode (0644 when neither is set); with the
+// pod's fsGroup, the file's group is fsGroup and, the volume being
+// read-only, the group read bit is added (SetVolumeOwnership in
+// kubernetes/pkg/volume); without it the group is root. The process runs
+// with runAsUser, runAsGroup (the image's 65532:65532 when unset) and the
+// supplementary groups fsGroup and supplementalGroups.
+func tokenReadable(spec corev1.PodSpec, c corev1.Container) error {
+	var vol *corev1.Volume
+	for i, v := range spec.Volumes {
+		if v.Secret != nil {
+			vol = &spec.Volumes[i]
+		}
+	}
+	if vol == nil {
+		return fmt.Errorf("no Secret volume")
+	}
+	mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == vol.Name })
+	if !mounted {
+		return fmt.Errorf("Secret volume %s is not mounted in container %s", vol.Name, c.Name)
+	}
+	mode := int32(0o644)
+	if vol.Secret.DefaultMode != nil {
+		mode = *vol.Secret.DefaultMode
+	}
+	for _, it := range vol.Secret.Items {
+		if it.Path == "token" && it.Mode != nil {
+			mode = *it.Mode
+		}
+	}
+	psc := spec.SecurityContext
+	if psc == nil {
+		psc = &corev1.PodSecurityContext{}
+	}
+	uid, gid := int64(containerUser), int64(containerUser)
+	if psc.RunAsUser != nil {
+		uid = *psc.RunAsUser
+	}
+	if psc.RunAsGroup != nil {
+		gid = *psc.RunAsGroup
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			uid = *sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = *sc.RunAsGroup
+		}
+	}
+	groups := append([]int64{gid}, psc.SupplementalGroups...)
+	fileGID := int64(0)
+	if psc.FSGroup != nil {
+		groups = append(groups, *psc.FSGroup)
+		fileGID = *psc.FSGroup
+		mode |= 0o440
+	}
+	var readable bool
+	switch {
+	case uid == 0:
+		readable = mode&0o400 != 0
+	case slices.Contains(groups, fileGID):
+		readable = mode&0o040 != 0
+	default:
+		readable = mode&0o004 != 0
+	}
+	if !readable {
+		return fmt.Errorf("token file is 0:%d mode %#o; uid %d with groups %v cannot read it (set fsGroup: %d)",
+			fileGID, mode, uid, groups, containerUser)
+	}
+	return nil
+}
+
+func int64p(v int64) *int64 { return &v }
+func int32p(v int32) *int32 { return &v }
+
+// TestTokenReadableModel checks the permission computation itself on the
+// layouts that matter, the one the pod failed with included.
+func TestTokenReadableModel(t *testing.T) {
+	spec := func(mode int32, psc *corev1.PodSecurityContext) (corev1.PodSpec, corev1.Container) {
+		c := corev1.Container{Name: "exporter", VolumeMounts: []corev1.VolumeMount{{Name: "token", MountPath: "/run/secrets/x"}}}
+		return corev1.PodSpec{
+			SecurityContext: psc,
+			Containers:      []corev1.Container{c},
+			Volumes: []corev1.Volume{{Name: "token", VolumeSource: corev1.VolumeSource{
+				Secret: &corev1.SecretVolumeSource{SecretName: "s", DefaultMode: int32p(mode)}}}},
+		}, c
+	}
+	nonroot := func(fsGroup *int64) *corev1.PodSecurityContext {
+		return &corev1.PodSecurityContext{RunAsUser: int64p(containerUser), RunAsGroup: int64p(containerUser), FSGroup: fsGroup}
+	}
+	for _, tc := range []struct {
+		name string
+		mode int32
+		psc  *corev1.PodSecurityContext
+		ok   bool
+	}{
+		{"0440 without fsGroup (the pod that could not start)", 0o440, nonroot(nil), false},
+		{"0440 with fsGroup 65532", 0o440, nonroot(int64p(containerUser)), true},
+		{"0400 with fsGroup: the kubelet adds group read", 0o400, nonroot(int64p(containerUser)), true},
+		{"0444 without fsGroup", 0o444, nonroot(nil), true},
+		{"0440 with another fsGroup the process is in", 0o440, nonroot(int64p(2000)), true},
+		{"0440, root group via supplementalGroups", 0o440, &corev1.PodSecurityContext{RunAsUser: int64p(containerUser), SupplementalGroups: []int64{0}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tokenReadable(spec(tc.mode, tc.psc))
+			if (err == nil) != tc.ok {
+				t.Errorf("readable = %v (%v), want %v", err == nil, err, tc.ok)
+			}
+		})
+	}
+}
+
+func hasArg(c corev1.Container, arg string) bool { return slices.Contains(c.Args, arg) }
+
+func mountAt(c corev1.Container, path string) *corev1.VolumeMount {
+	for i, m := range c.VolumeMounts {
+		if m.MountPath == path {
+			return &c.VolumeMounts[i]
+		}
+	}
+	return nil
+}
+
+func volumeNamed(spec corev1.PodSpec, name string) *corev1.Volume {
+	for i, v := range spec.Volumes {
+		if v.Name == name {
+			return &spec.Volumes[i]
+		}
+	}
+	return nil
+}
+
+// checkPod asserts what every exporter pod must have: the hardening, a
+// token its user can read, the config and run list where the config says,
+// and a writable state directory passed as --storage.path.
+func checkPod(t *testing.T, source string, tmpl *corev1.PodTemplateSpec) {
+	t.Helper()
+	spec := tmpl.Spec
+	fail := func(format string, args ...any) { t.Errorf("%s: "+format, append([]any{source}, args...)...) }
 	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 		fail("automountServiceAccountToken is not false")
 	}
@@ -87,6 +281,10 @@ func checkHardened(t *testing.T, source string, d *appsv1.Deployment) {
 	}
 	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		fail("seccompProfile is not RuntimeDefault")
+	}
+	if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser != containerUser || psc.RunAsGroup == nil || *psc.RunAsGroup != containerUser ||
+		psc.FSGroup == nil || *psc.FSGroup != containerUser {
+		fail("want runAsUser, runAsGroup and fsGroup %d, got %+v", containerUser, psc)
 	}
 	if len(spec.Containers) != 1 {
 		fail("want exactly one container")
@@ -114,23 +312,134 @@ func checkHardened(t *testing.T, source string, d *appsv1.Deployment) {
 	}
 	for _, m := range c.VolumeMounts {
 		if m.SubPath != "" {
-			fail("volume " + m.Name + " is mounted with subPath; a rotated Secret would not reach the pod")
+			fail("volume %s is mounted with subPath; an update would not reach the pod", m.Name)
 		}
 	}
-	secretMounted := false
-	for _, v := range spec.Volumes {
-		if v.Secret != nil {
-			secretMounted = true
-		}
+	if err := tokenReadable(spec, c); err != nil {
+		fail("%v", err)
 	}
-	if !secretMounted {
-		fail("the API token Secret is not mounted")
+	if !hasArg(c, "--config.file="+configFile) {
+		fail("args %v lack --config.file=%s", c.Args, configFile)
+	}
+	if !hasArg(c, "--storage.path="+stateDir) {
+		fail("args %v lack --storage.path=%s", c.Args, stateDir)
+	}
+	if m := mountAt(c, stateDir); m == nil || m.ReadOnly {
+		fail("no writable volume mounted at %s", stateDir)
+	}
+	if m := mountAt(c, filepath.Dir(configFile)); m == nil {
+		fail("nothing mounted at %s", filepath.Dir(configFile))
 	}
 }
 
-func TestKubernetesManifests(t *testing.T) {
+// projectedFiles returns, for the volume mounted at dir, each file's path
+// below dir and the ConfigMap and key it comes from.
+func projectedFiles(t *testing.T, tmpl *corev1.PodTemplateSpec, dir string) map[string]string {
+	t.Helper()
+	m := mountAt(tmpl.Spec.Containers[0], dir)
+	if m == nil {
+		t.Fatalf("nothing mounted at %s", dir)
+	}
+	v := volumeNamed(tmpl.Spec, m.Name)
+	out := map[string]string{}
+	switch {
+	case v == nil:
+		t.Fatalf("volume %s missing", m.Name)
+	case v.Projected != nil:
+		for _, s := range v.Projected.Sources {
+			if s.ConfigMap == nil {
+				continue
+			}
+			for _, it := range s.ConfigMap.Items {
+				out[filepath.Join(dir, it.Path)] = s.ConfigMap.Name + "/" + it.Key
+			}
+		}
+	case v.ConfigMap != nil:
+		for _, it := range v.ConfigMap.Items {
+			out[filepath.Join(dir, it.Path)] = v.ConfigMap.Name + "/" + it.Key
+		}
+	default:
+		t.Fatalf("volume %s at %s is neither a ConfigMap nor projected", m.Name, dir)
+	}
+	return out
+}
+
+// exporterConfig is the part of the exporter's config the kit sets.
+type exporterConfig struct {
+	API struct {
+		Authorization struct {
+			CredentialsFile string `json:"credentials_file"`
+		} `json:"authorization"`
+	} `json:"api"`
+	Runs struct {
+		IDs     []string `json:"ids"`
+		IDsFile string   `json:"ids_file"`
+	} `json:"runs"`
+}
+
+// checkConfigFiles follows the config's paths into the pod: the config
+// file and run list come from ConfigMaps, the token from the Secret mount.
+func checkConfigFiles(t *testing.T, objs []object, tmpl *corev1.PodTemplateSpec, wantRunList bool) (cfg exporterConfig, runList *corev1.ConfigMap) {
+	t.Helper()
+	files := projectedFiles(t, tmpl, filepath.Dir(configFile))
+	src, ok := files[configFile]
+	if !ok {
+		t.Fatalf("%s is not in the mounted volume: %v", configFile, files)
+	}
+	name, key, _ := strings.Cut(src, "/")
+	if err := yaml.Unmarshal([]byte(configMapNamed(t, objs, name).Data[key]), &cfg); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	if tokenDir := filepath.Dir(cfg.API.Authorization.CredentialsFile); mountAt(tmpl.Spec.Containers[0], tokenDir) == nil {
+		t.Errorf("credentials_file %s is not in a mounted directory", cfg.API.Authorization.CredentialsFile)
+	}
+	if !wantRunList {
+		if cfg.Runs.IDsFile != "" {
+			t.Errorf("probe-only config has runs.ids_file %s", cfg.Runs.IDsFile)
+		}
+		return cfg, nil
+	}
+	if cfg.Runs.IDsFile != runIDsFile {
+		t.Fatalf("runs.ids_file = %q, want %s", cfg.Runs.IDsFile, runIDsFile)
+	}
+	src, ok = files[runIDsFile]
+	if !ok {
+		t.Fatalf("%s is not in the mounted volume: %v", runIDsFile, files)
+	}
+	runName, runKey, _ := strings.Cut(src, "/")
+	if runName == name {
+		t.Errorf("the run list is in the config's ConfigMap %s; it needs its own", name)
+	}
+	runList = configMapNamed(t, objs, runName)
+	if _, ok := runList.Data[runKey]; !ok {
+		t.Errorf("ConfigMap %s has no key %s", runName, runKey)
+	}
+	return cfg, runList
+}
+
+var uuidLine = regexp.MustCompile(`(?m)^\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\s*$`)
+
+func chartAppVersion(t *testing.T) string {
+	t.Helper()
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	data, err := os.ReadFile("helm/workflow-runs-exporter/Chart.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &chart); err != nil {
+		t.Fatal(err)
+	}
+	return chart.AppVersion
+}
+
+// TestKustomizationListsNoSecret: a Secret among the resources would be
+// overwritten by every `kubectl apply -k`, replacing the real token.
+func TestKustomizationListsNoSecret(t *testing.T) {
 	var kust struct {
-		Resources []string `json:"resources"`
+		Resources       []string `json:"resources"`
+		SecretGenerator []any    `json:"secretGenerator"`
 	}
 	data, err := os.ReadFile("kubernetes/kustomization.yaml")
 	if err != nil {
@@ -139,25 +448,82 @@ func TestKubernetesManifests(t *testing.T) {
 	if err := yaml.Unmarshal(data, &kust); err != nil {
 		t.Fatal(err)
 	}
-	var all []object
+	if len(kust.Resources) == 0 {
+		t.Fatal("kustomization.yaml lists no resources")
+	}
 	for _, r := range kust.Resources {
 		data, err := os.ReadFile(filepath.Join("kubernetes", r))
 		if err != nil {
 			t.Fatalf("kustomization lists %s: %v", r, err)
 		}
-		all = append(all, decodeStrict(t, r, data)...)
-	}
-	for _, kind := range []string{"Deployment", "Service", "ConfigMap", "Secret", "ServiceMonitor", "PrometheusRule"} {
-		if len(byKind(all, kind)) != 1 {
-			t.Errorf("want one %s, got %d", kind, len(byKind(all, kind)))
+		for _, o := range decodeStrict(t, r, data) {
+			if o.kind == "Secret" {
+				t.Errorf("%s holds a Secret; create it out of band (see kustomization.yaml)", r)
+			}
 		}
 	}
-	for _, d := range byKind(all, "Deployment") {
-		checkHardened(t, "kubernetes", d.(*appsv1.Deployment))
+	if len(kust.SecretGenerator) != 0 {
+		t.Error("the secretGenerator must stay commented: it needs a token file nobody ships")
 	}
 	files, _ := filepath.Glob("kubernetes/*.yaml")
 	if len(files) != len(kust.Resources)+1 {
 		t.Errorf("kubernetes/ has %d YAML files, kustomization.yaml lists %d: keep them in step", len(files), len(kust.Resources))
+	}
+}
+
+// TestKubernetesManifests builds deploy/kubernetes with kustomize (the
+// library kubectl and the kustomize binary use) and checks the result.
+func TestKubernetesManifests(t *testing.T) {
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	res, err := k.Run(filesys.MakeFsOnDisk(), "kubernetes")
+	if err != nil {
+		t.Fatalf("kustomize build deploy/kubernetes: %v", err)
+	}
+	out, err := res.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := decodeStrict(t, "kustomize build", out)
+	for kind, n := range map[string]int{"Deployment": 1, "Service": 1, "ConfigMap": 2, "PersistentVolumeClaim": 1,
+		"ServiceMonitor": 1, "PrometheusRule": 1, "Secret": 0, "StatefulSet": 0} {
+		if got := len(byKind(all, kind)); got != n {
+			t.Errorf("want %d %s, got %d", n, kind, got)
+		}
+	}
+	for _, o := range all {
+		if ns := reflect.ValueOf(o.obj).Elem().FieldByName("Namespace").String(); ns != "monitoring" {
+			t.Errorf("%s in namespace %q, want monitoring", o.kind, ns)
+		}
+	}
+	d := one[*appsv1.Deployment](t, all, "Deployment")
+	checkPod(t, "kubernetes", &d.Spec.Template)
+	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Errorf("strategy = %q, want Recreate: the store's volume is ReadWriteOnce and locked by one process", d.Spec.Strategy.Type)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	if want := "workflow_runs_exporter:" + chartAppVersion(t); c.Image != want {
+		t.Errorf("image = %s, want %s (pinned to the chart's appVersion)", c.Image, want)
+	}
+	if tok := d.Spec.Template.Spec.Volumes; volumeNamed(d.Spec.Template.Spec, "token") == nil ||
+		volumeNamed(d.Spec.Template.Spec, "token").Secret.SecretName != "workflow-runs-exporter" {
+		t.Errorf("token volume = %+v, want the Secret workflow-runs-exporter the README tells to create", tok)
+	}
+	pvc := one[*corev1.PersistentVolumeClaim](t, all, "PersistentVolumeClaim")
+	state := volumeNamed(d.Spec.Template.Spec, mountAt(c, stateDir).Name)
+	if state == nil || state.PersistentVolumeClaim == nil || state.PersistentVolumeClaim.ClaimName != pvc.Name {
+		t.Errorf("%s is not the PersistentVolumeClaim %s: %+v", stateDir, pvc.Name, state)
+	}
+	_, runList := checkConfigFiles(t, all, &d.Spec.Template, true)
+	if ids := uuidLine.FindAllString(runList.Data["run_ids.txt"], -1); len(ids) != 0 {
+		t.Errorf("the shipped run list has IDs %v; it must be empty or commented (an example ID 404s and keeps alerting)", ids)
+	}
+	sm := one[*monitoringv1.ServiceMonitor](t, all, "ServiceMonitor")
+	if sm.Labels["release"] != "kube-prometheus-stack" {
+		t.Errorf("ServiceMonitor labels %v lack release: kube-prometheus-stack", sm.Labels)
+	}
+	svc := one[*corev1.Service](t, all, "Service")
+	if svc.Labels[sm.Spec.JobLabel] != "workflow-runs-exporter" {
+		t.Errorf("job label from %s = %q; the alert rules need workflow-runs-exporter", sm.Spec.JobLabel, svc.Labels[sm.Spec.JobLabel])
 	}
 }
 
@@ -183,118 +549,369 @@ func fileExists(p string) bool {
 
 func run(t *testing.T, name string, args ...string) []byte {
 	t.Helper()
+	out, err := runErr(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func runErr(name string, args ...string) ([]byte, error) {
 	cmd := exec.Command(name, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s%s", filepath.Base(name), strings.Join(args, " "), err, out, stderr.String())
+		return out, fmt.Errorf("%s %s: %v\n%s%s", filepath.Base(name), strings.Join(args, " "), err, out, stderr.String())
+	}
+	return out, nil
+}
+
+const (
+	chart = "helm/workflow-runs-exporter"
+	runA  = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+	runB  = "7d1e2f3a-0d44-4b50-8888-8dd25736052b"
+)
+
+// minimal are the fewest values a working install needs.
+var minimal = []string{"--set", "token=t0ken,runIDs={" + runA + "}"}
+
+func helmTemplate(t *testing.T, args ...string) []object {
+	t.Helper()
+	out := run(t, tool(t, "helm"), append([]string{"template", "release", chart}, args...)...)
+	return decodeStrict(t, "helm template", out)
+}
+
+// serviceMonitorTargets returns the Services the ServiceMonitor selects.
+func serviceMonitorTargets(objs []object, sm *monitoringv1.ServiceMonitor) []*corev1.Service {
+	var out []*corev1.Service
+	for _, o := range byKind(objs, "Service") {
+		svc := o.(*corev1.Service)
+		match := true
+		for k, v := range sm.Spec.Selector.MatchLabels {
+			if svc.Labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			out = append(out, svc)
+		}
 	}
 	return out
 }
 
 func TestHelmChart(t *testing.T) {
 	helm := tool(t, "helm")
-	const chart = "helm/workflow-runs-exporter"
 	for _, tc := range []struct {
 		name   string
 		args   []string
 		expect func(t *testing.T, objs []object)
 	}{
-		{"default values", nil, func(t *testing.T, objs []object) {
-			for _, kind := range []string{"Deployment", "Service", "ConfigMap", "Secret", "ServiceMonitor", "PrometheusRule"} {
-				if len(byKind(objs, kind)) != 1 {
-					t.Errorf("want one %s, got %d", kind, len(byKind(objs, kind)))
+		{"minimal values", minimal, func(t *testing.T, objs []object) {
+			for kind, n := range map[string]int{"Deployment": 1, "StatefulSet": 0, "Service": 1, "ServiceAccount": 1, "ConfigMap": 2,
+				"Secret": 1, "PersistentVolumeClaim": 0, "ServiceMonitor": 1, "PrometheusRule": 1} {
+				if got := len(byKind(objs, kind)); got != n {
+					t.Errorf("want %d %s, got %d", n, kind, got)
 				}
+			}
+			d := one[*appsv1.Deployment](t, objs, "Deployment")
+			_, runList := checkConfigFiles(t, objs, &d.Spec.Template, true)
+			if ids := uuidLine.FindAllString(runList.Data["run_ids.txt"], -1); len(ids) != 1 || strings.TrimSpace(ids[0]) != runA {
+				t.Errorf("run_ids.txt = %q, want %s", runList.Data["run_ids.txt"], runA)
+			}
+			c := d.Spec.Template.Spec.Containers[0]
+			if v := volumeNamed(d.Spec.Template.Spec, mountAt(c, stateDir).Name); v.EmptyDir == nil {
+				t.Errorf("without persistence the store is not an emptyDir: %+v", v)
+			}
+			if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
+				t.Error("strategy Recreate without a persistent volume")
+			}
+			if img := c.Image; img != "workflow_runs_exporter:"+chartAppVersion(t) {
+				t.Errorf("image = %s, want the appVersion tag", img)
+			}
+			sa := one[*corev1.ServiceAccount](t, objs, "ServiceAccount")
+			if d.Spec.Template.Spec.ServiceAccountName != sa.Name || sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+				t.Errorf("service account %s (automount %v), pod uses %s", sa.Name, sa.AutomountServiceAccountToken, d.Spec.Template.Spec.ServiceAccountName)
+			}
+			sm := one[*monitoringv1.ServiceMonitor](t, objs, "ServiceMonitor")
+			if sm.Labels["release"] != "kube-prometheus-stack" {
+				t.Errorf("ServiceMonitor labels %v lack the default release: kube-prometheus-stack", sm.Labels)
+			}
+			if rule := one[*monitoringv1.PrometheusRule](t, objs, "PrometheusRule"); rule.Labels["release"] != "kube-prometheus-stack" {
+				t.Errorf("PrometheusRule labels %v lack the default release: kube-prometheus-stack", rule.Labels)
+			}
+			svcs := serviceMonitorTargets(objs, sm)
+			if len(svcs) != 1 || svcs[0].Labels[sm.Spec.JobLabel] != "workflow-runs-exporter" {
+				t.Errorf("the ServiceMonitor selects %d Services, job from %s; want one, with job workflow-runs-exporter", len(svcs), sm.Spec.JobLabel)
 			}
 		}},
 		{"all options", []string{"-f", "helm/all-options-values.yaml"}, func(t *testing.T, objs []object) {
 			if n := len(byKind(objs, "Secret")); n != 0 {
 				t.Errorf("existingSecret set, yet the chart created %d Secrets", n)
 			}
-			d := byKind(objs, "Deployment")[0].(*appsv1.Deployment)
-			if v := d.Spec.Template.Spec.Volumes[1].Secret; v == nil || v.SecretName != "workflow-api-token" || v.Items[0].Key != "api-token" {
+			d := one[*appsv1.Deployment](t, objs, "Deployment")
+			spec := d.Spec.Template.Spec
+			if d.Name != "wre" {
+				t.Errorf("fullnameOverride ignored: %s", d.Name)
+			}
+			if v := volumeNamed(spec, "token").Secret; v == nil || v.SecretName != "workflow-api-token" || v.Items[0].Key != "api-token" {
 				t.Errorf("token volume = %+v, want the existing Secret's api-token key", v)
 			}
-			if d.Labels["team"] != "platform" {
+			if d.Labels["team"] != "platform" || d.Spec.Template.Labels["team"] != "platform" {
 				t.Errorf("extra labels missing: %v", d.Labels)
 			}
-			if img := d.Spec.Template.Spec.Containers[0].Image; img != "registry.example.com/workflow_runs_exporter:1.2.3" {
-				t.Errorf("image = %s", img)
+			if d.Spec.Template.Labels["tier"] != "monitoring" || d.Spec.Template.Annotations["example.com/owner"] != "sre" {
+				t.Errorf("podLabels or podAnnotations missing: %v %v", d.Spec.Template.Labels, d.Spec.Template.Annotations)
 			}
-			sm := byKind(objs, "ServiceMonitor")[0].(*monitoringv1.ServiceMonitor)
-			if sm.Spec.Endpoints[0].Interval != "15s" || sm.Labels["release"] != "kube-prometheus-stack" {
+			if d.Spec.Template.Labels["app.kubernetes.io/name"] != "runs-exporter" {
+				t.Errorf("nameOverride ignored: %v", d.Spec.Template.Labels)
+			}
+			c := spec.Containers[0]
+			if c.Image != "registry.example.com/workflow_runs_exporter:1.2.3" || c.ImagePullPolicy != corev1.PullAlways {
+				t.Errorf("image = %s, %s", c.Image, c.ImagePullPolicy)
+			}
+			if !hasArg(c, "--web.disable-exporter-metrics") || !hasArg(c, "--log.level=debug") {
+				t.Errorf("args = %v", c.Args)
+			}
+			if !reflect.DeepEqual(spec.ImagePullSecrets, []corev1.LocalObjectReference{{Name: "registry-credentials"}}) {
+				t.Errorf("imagePullSecrets = %v", spec.ImagePullSecrets)
+			}
+			sa := one[*corev1.ServiceAccount](t, objs, "ServiceAccount")
+			if sa.Name != "workflow-runs" || spec.ServiceAccountName != "workflow-runs" || sa.Annotations["example.com/role"] != "reader" {
+				t.Errorf("service account %s %v, pod uses %s", sa.Name, sa.Annotations, spec.ServiceAccountName)
+			}
+			if spec.NodeSelector["kubernetes.io/os"] != "linux" || len(spec.Tolerations) != 1 || spec.Affinity == nil || spec.Affinity.NodeAffinity == nil {
+				t.Errorf("scheduling values missing: %v %v %v", spec.NodeSelector, spec.Tolerations, spec.Affinity)
+			}
+			if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+				t.Errorf("strategy = %q, want Recreate with persistence", d.Spec.Strategy.Type)
+			}
+			pvc := one[*corev1.PersistentVolumeClaim](t, objs, "PersistentVolumeClaim")
+			if v := volumeNamed(spec, mountAt(c, stateDir).Name); v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != pvc.Name {
+				t.Errorf("state volume = %+v, want the claim %s", v, pvc.Name)
+			}
+			if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName != "fast-ssd" ||
+				pvc.Spec.Resources.Requests.Storage().String() != "5Gi" || pvc.Annotations["example.com/backup"] != "daily" {
+				t.Errorf("PersistentVolumeClaim = %+v", pvc)
+			}
+			sm := one[*monitoringv1.ServiceMonitor](t, objs, "ServiceMonitor")
+			if sm.Spec.Endpoints[0].Interval != "15s" || sm.Labels["release"] != "prometheus" {
 				t.Errorf("ServiceMonitor = %+v", sm)
 			}
-			cm := byKind(objs, "ConfigMap")[0].(*corev1.ConfigMap)
-			if !strings.Contains(cm.Data["run_ids.txt"], "7d1e2f3a-0d44-4b50-8888-8dd25736052b") {
-				t.Errorf("run_ids.txt = %q", cm.Data["run_ids.txt"])
+			if svc := one[*corev1.Service](t, objs, "Service"); svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].Port != 9999 {
+				t.Errorf("Service = %+v", svc.Spec)
+			}
+			cfg, runList := checkConfigFiles(t, objs, &d.Spec.Template, true)
+			if !strings.Contains(runList.Data["run_ids.txt"], runB) {
+				t.Errorf("run_ids.txt = %q", runList.Data["run_ids.txt"])
+			}
+			if cfg.API.Authorization.CredentialsFile != "/run/secrets/workflow_runs_exporter/token" {
+				t.Errorf("credentials_file = %s", cfg.API.Authorization.CredentialsFile)
 			}
 		}},
-		{"monitoring objects off", []string{"--set", "serviceMonitor.enabled=false,prometheusRule.enabled=false"}, func(t *testing.T, objs []object) {
-			if len(byKind(objs, "ServiceMonitor"))+len(byKind(objs, "PrometheusRule")) != 0 {
-				t.Error("ServiceMonitor or PrometheusRule rendered while disabled")
+		{"existing claim", append([]string{"--set", "persistence.enabled=true,persistence.existingClaim=my-claim"}, minimal...), func(t *testing.T, objs []object) {
+			d := one[*appsv1.Deployment](t, objs, "Deployment")
+			if n := len(byKind(objs, "PersistentVolumeClaim")); n != 0 {
+				t.Errorf("existingClaim set, yet %d claims rendered", n)
+			}
+			if v := volumeNamed(d.Spec.Template.Spec, "state"); v == nil || v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "my-claim" {
+				t.Errorf("state volume = %+v", v)
+			}
+		}},
+		{"three shards with persistence", append([]string{"--set", "shards=3,persistence.enabled=true,persistence.size=2Gi"}, minimal...), func(t *testing.T, objs []object) {
+			if n := len(byKind(objs, "Deployment")) + len(byKind(objs, "PersistentVolumeClaim")); n != 0 {
+				t.Errorf("shards: 3 rendered %d Deployments or claims besides the StatefulSet", n)
+			}
+			s := one[*appsv1.StatefulSet](t, objs, "StatefulSet")
+			if s.Spec.Replicas == nil || *s.Spec.Replicas != 3 {
+				t.Errorf("replicas = %v, want 3", s.Spec.Replicas)
+			}
+			c := s.Spec.Template.Spec.Containers[0]
+			if !hasArg(c, "--shard.count=3") || !hasArg(c, "--shard.from-hostname") || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--shard.index") }) {
+				t.Errorf("args = %v, want --shard.count=3 --shard.from-hostname and no --shard.index", c.Args)
+			}
+			svc := one[*corev1.Service](t, objs, "Service")
+			if s.Spec.ServiceName != svc.Name || svc.Spec.ClusterIP != corev1.ClusterIPNone {
+				t.Errorf("serviceName %q, Service %s clusterIP %q: want the StatefulSet governed by a headless Service", s.Spec.ServiceName, svc.Name, svc.Spec.ClusterIP)
+			}
+			sm := one[*monitoringv1.ServiceMonitor](t, objs, "ServiceMonitor")
+			if got := serviceMonitorTargets(objs, sm); len(got) != 1 || got[0].Name != svc.Name {
+				t.Errorf("the ServiceMonitor selects %d Services; want only the headless one (one target per pod)", len(got))
+			}
+			if len(s.Spec.VolumeClaimTemplates) != 1 {
+				t.Fatalf("volumeClaimTemplates = %d, want 1", len(s.Spec.VolumeClaimTemplates))
+			}
+			vct := s.Spec.VolumeClaimTemplates[0]
+			if m := mountAt(c, stateDir); m == nil || m.Name != vct.Name || volumeNamed(s.Spec.Template.Spec, vct.Name) != nil {
+				t.Errorf("%s is not the per-pod claim %s", stateDir, vct.Name)
+			}
+			if vct.Spec.Resources.Requests.Storage().String() != "2Gi" {
+				t.Errorf("claim size = %s", vct.Spec.Resources.Requests.Storage())
+			}
+			if s.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+				t.Errorf("podManagementPolicy = %q, want Parallel: shards do not depend on one another", s.Spec.PodManagementPolicy)
+			}
+			checkConfigFiles(t, objs, &s.Spec.Template, true)
+		}},
+		{"two shards without persistence", append([]string{"--set", "shards=2"}, minimal...), func(t *testing.T, objs []object) {
+			s := one[*appsv1.StatefulSet](t, objs, "StatefulSet")
+			if len(s.Spec.VolumeClaimTemplates) != 0 {
+				t.Error("volumeClaimTemplates without persistence")
+			}
+			if v := volumeNamed(s.Spec.Template.Spec, "state"); v == nil || v.EmptyDir == nil {
+				t.Errorf("state volume = %+v, want an emptyDir", v)
+			}
+		}},
+		{"probe-only", []string{"--set", "token=t0ken,probeOnly=true"}, func(t *testing.T, objs []object) {
+			if n := len(byKind(objs, "ConfigMap")); n != 1 {
+				t.Errorf("probe-only renders %d ConfigMaps, want only the config", n)
+			}
+			d := one[*appsv1.Deployment](t, objs, "Deployment")
+			checkConfigFiles(t, objs, &d.Spec.Template, false)
+		}},
+		{"monitoring objects off", append([]string{"--set", "serviceMonitor.enabled=false,prometheusRule.enabled=false,serviceAccount.create=false"}, minimal...), func(t *testing.T, objs []object) {
+			if len(byKind(objs, "ServiceMonitor"))+len(byKind(objs, "PrometheusRule"))+len(byKind(objs, "ServiceAccount")) != 0 {
+				t.Error("ServiceMonitor, PrometheusRule or ServiceAccount rendered while disabled")
+			}
+			if d := one[*appsv1.Deployment](t, objs, "Deployment"); d.Spec.Template.Spec.ServiceAccountName != "default" {
+				t.Errorf("serviceAccountName = %q, want default", d.Spec.Template.Spec.ServiceAccountName)
 			}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			run(t, helm, append([]string{"lint", "--strict", chart}, tc.args...)...)
-			out := run(t, helm, append([]string{"template", "release", chart}, tc.args...)...)
-			objs := decodeStrict(t, "helm template", out)
-			for _, d := range byKind(objs, "Deployment") {
-				checkHardened(t, "helm "+tc.name, d.(*appsv1.Deployment))
-			}
+			objs := helmTemplate(t, tc.args...)
+			_, tmpl := workload(t, objs)
+			checkPod(t, "helm "+tc.name, tmpl)
 			tc.expect(t, objs)
 		})
 	}
 }
 
-// TestAlertRulesInSync keeps the rules in the plain file, the Kubernetes
-// PrometheusRule and the Helm chart identical.
-func TestAlertRulesInSync(t *testing.T) {
-	var plain monitoringv1.PrometheusRuleSpec
-	data, _ := os.ReadFile("prometheus/alerts.yml")
-	if err := yaml.UnmarshalStrict(data, &plain); err != nil {
+// TestHelmChartRefusesBrokenValues: values that would give a pod that
+// exits, or a silent exporter, fail the install with a message.
+func TestHelmChartRefusesBrokenValues(t *testing.T) {
+	helm := tool(t, "helm")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"defaults: no token", nil, "needs the API token: set token"},
+		{"no run list", []string{"--set", "token=t0ken"}, "The run list is empty"},
+		{"token and existingSecret", append([]string{"--set", "existingSecret=s"}, minimal...), "not both"},
+		{"probeOnly with runIDs", append([]string{"--set", "probeOnly=true"}, minimal...), "probeOnly: true and runIDs exclude each other"},
+		{"no shards", append([]string{"--set", "shards=0"}, minimal...), "shards must be 1 or more"},
+		{"shared claim across shards", append([]string{"--set", "shards=2,persistence.enabled=true,persistence.existingClaim=c"}, minimal...), "cannot be shared by several shards"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := runErr(helm, append([]string{"template", "release", chart}, tc.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("helm template: %v; want a failure saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestHelmRunIDsRollNoPod: the run list is outside the config checksum, so
+// changing runIDs leaves the pod template as it was; changing the config
+// does roll it (the control that the comparison can fail).
+func TestHelmRunIDsRollNoPod(t *testing.T) {
+	for _, extra := range [][]string{nil, {"--set", "shards=3,persistence.enabled=true"}} {
+		t.Run(fmt.Sprint("args ", extra), func(t *testing.T) {
+			render := func(args ...string) *corev1.PodTemplateSpec {
+				_, tmpl := workload(t, helmTemplate(t, append(args, extra...)...))
+				return tmpl
+			}
+			one := render("--set", "token=t0ken,runIDs={"+runA+"}")
+			two := render("--set", "token=t0ken,runIDs={"+runA+","+runB+"}")
+			if !reflect.DeepEqual(one, two) {
+				t.Errorf("adding a run ID changed the pod template:\n%+v\n%+v", one.Annotations, two.Annotations)
+			}
+			otherConfig := render("--set", "token=t0ken,runIDs={"+runA+"},config.poll.interval=1m")
+			if reflect.DeepEqual(one, otherConfig) {
+				t.Error("changing config.poll.interval left the pod template unchanged; the config checksum is missing")
+			}
+		})
+	}
+}
+
+// TestContainerImage checks the Dockerfile against go.mod and the paths
+// the manifests use.
+func TestContainerImage(t *testing.T) {
+	gomod, err := os.ReadFile("../go.mod")
+	if err != nil {
 		t.Fatal(err)
 	}
-	chartCopy, _ := os.ReadFile("helm/workflow-runs-exporter/files/alerts.yml")
-	if !bytes.Equal(chartCopy, data) {
-		t.Error("helm/workflow-runs-exporter/files/alerts.yml differs from prometheus/alerts.yml; copy it over")
+	goLine := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(gomod)
+	if goLine == nil {
+		t.Fatal("no go line in ../go.mod")
 	}
-	kube, _ := os.ReadFile("kubernetes/prometheusrule.yaml")
-	objs := decodeStrict(t, "prometheusrule.yaml", kube)
-	rule := byKind(objs, "PrometheusRule")[0].(*monitoringv1.PrometheusRule)
-	if !reflect.DeepEqual(rule.Spec, plain) {
-		t.Error("kubernetes/prometheusrule.yaml differs from prometheus/alerts.yml; regenerate it (see its first line)")
+	data, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
 	}
-	names := map[string]bool{}
-	for _, g := range plain.Groups {
-		for _, r := range g.Rules {
-			names[r.Alert] = true
+	df := string(data)
+	for _, want := range []string{
+		"FROM golang:" + string(goLine[1]) + "-bookworm AS build",
+		"COPY --from=build --chown=65532:65532 /out/state " + stateDir + "\n",
+		"USER 65532:65532\n",
+		`VOLUME ["` + stateDir + `"]`,
+		`CMD ["--config.file=` + configFile + `", "--storage.path=` + stateDir + `"]`,
+	} {
+		if !strings.Contains(df, want) {
+			t.Errorf("Dockerfile lacks %q", want)
 		}
 	}
-	for _, want := range []string{"WorkflowRunFailed", "WorkflowRunStuck", "WorkflowRunsExporterAPIErrors", "WorkflowRunsExporterDataStale", "WorkflowRunsExporterDown"} {
-		if !names[want] {
-			t.Errorf("alert %s missing", want)
+	ignore, err := os.ReadFile("../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(string(ignore))
+	if !slices.Contains(lines, "*") || !slices.Contains(lines, "**/*_test.go") {
+		t.Errorf(".dockerignore must exclude everything but the sources the build copies: %v", lines)
+	}
+	// Every top-level directory with Go sources of the exporter is copied.
+	entries, err := os.ReadDir("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == "deploy" || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		var hasGo bool
+		filepath.WalkDir(filepath.Join("..", e.Name()), func(p string, d os.DirEntry, err error) error {
+			if err == nil && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+				hasGo = true
+			}
+			return nil
+		})
+		if hasGo && !strings.Contains(df, "\nCOPY "+e.Name()+" ./"+e.Name()+"\n") {
+			t.Errorf("../%s has Go sources the Dockerfile does not copy", e.Name())
+		}
+	}
+	// Every COPY from the build context must be let in by .dockerignore.
+	for _, m := range regexp.MustCompile(`(?m)^COPY ([^-].*)$`).FindAllStringSubmatch(df, -1) {
+		f := strings.Fields(m[1])
+		for _, src := range f[:len(f)-1] {
+			if !fileExists(filepath.Join("..", src)) {
+				t.Errorf("the Dockerfile copies %s, which does not exist", src)
+			}
+			if !slices.Contains(lines, "!"+strings.TrimSuffix(src, "/")) && !slices.Contains(lines, "!"+strings.TrimSuffix(src, "/")+"/") {
+				t.Errorf("the Dockerfile copies %s, which .dockerignore leaves out", src)
+			}
 		}
 	}
 }
 
-func TestPromtoolRules(t *testing.T) {
-	promtool := tool(t, "promtool")
-	run(t, promtool, "check", "rules", "prometheus/alerts.yml")
-	run(t, promtool, "check", "config", "prometheus/prometheus.yml")
-	out := run(t, promtool, "test", "rules", "prometheus/alerts_test.yml")
-	if !strings.Contains(string(out), "SUCCESS") {
-		t.Errorf("promtool test rules:\n%s", out)
-	}
-}
-
-func TestComposeFileReferencesExist(t *testing.T) {
+func TestComposeFile(t *testing.T) {
 	var compose struct {
 		Services map[string]struct {
+			Command []string `json:"command"`
 			Volumes []string `json:"volumes"`
 		} `json:"services"`
+		Volumes map[string]any `json:"volumes"`
 	}
 	data, err := os.ReadFile("docker-compose/docker-compose.yml")
 	if err != nil {
@@ -311,6 +928,9 @@ func TestComposeFileReferencesExist(t *testing.T) {
 	for name, s := range compose.Services {
 		for _, v := range s.Volumes {
 			src := strings.SplitN(v, ":", 2)[0]
+			if _, named := compose.Volumes[src]; named {
+				continue
+			}
 			if !fileExists(filepath.Join("docker-compose", src)) {
 				t.Errorf("%s mounts %s, which does not exist", name, src)
 			}
@@ -318,5 +938,17 @@ func TestComposeFileReferencesExist(t *testing.T) {
 	}
 	if got := fmt.Sprint(compose.Services["prometheus"].Volumes); !strings.Contains(got, "../prometheus/prometheus.yml") || !strings.Contains(got, "../prometheus/alerts.yml") {
 		t.Errorf("prometheus must mount the tested prometheus.yml and alerts.yml: %s", got)
+	}
+	exp := compose.Services["exporter"]
+	if !slices.Contains(exp.Command, "--storage.path="+stateDir) {
+		t.Errorf("exporter command %v lacks --storage.path=%s", exp.Command, stateDir)
+	}
+	stateOnVolume := slices.ContainsFunc(exp.Volumes, func(v string) bool {
+		src, dst, _ := strings.Cut(v, ":")
+		_, named := compose.Volumes[src]
+		return named && dst == stateDir
+	})
+	if !stateOnVolume {
+		t.Errorf("the exporter's store is not on a named volume: %v", exp.Volumes)
 	}
 }

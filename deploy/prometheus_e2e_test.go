@@ -6,12 +6,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,21 +33,36 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// start runs a command until the test ends and shows its output on failure.
-func start(t *testing.T, name string, args ...string) {
+// process is a command running until stopped or until the test ends; its
+// output is shown when the test fails.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	out  *strings.Builder
+	once sync.Once
+}
+
+func start(t *testing.T, name string, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	p := &process{name: filepath.Base(name), cmd: exec.Command(name, args...), out: &strings.Builder{}}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		p.stop()
 		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(name), out.String())
+			t.Logf("%s %s output:\n%s", p.name, strings.Join(args, " "), p.out.String())
 		}
+	})
+	return p
+}
+
+// stop kills the process, as a crash or an OOM kill would.
+func (p *process) stop() {
+	p.once.Do(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
 	})
 }
 
@@ -70,6 +89,31 @@ func promQuery(prom, query string) ([]map[string]any, error) {
 	return body.Data.Result, nil
 }
 
+// sample is one series of a query result: its labels and value.
+type sample struct {
+	labels map[string]string
+	value  float64
+}
+
+func promSamples(prom, query string) ([]sample, error) {
+	res, err := promQuery(prom, query)
+	if err != nil {
+		return nil, err
+	}
+	var out []sample
+	for _, r := range res {
+		s := sample{labels: map[string]string{}}
+		for k, v := range r["metric"].(map[string]any) {
+			s.labels[k] = v.(string)
+		}
+		if v, ok := r["value"].([]any); ok && len(v) == 2 {
+			s.value, _ = strconv.ParseFloat(v[1].(string), 64)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
 func eventually(t *testing.T, what string, timeout time.Duration, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -85,52 +129,32 @@ func eventually(t *testing.T, what string, timeout time.Duration, check func() e
 	}
 }
 
-// dashboardQueries returns every query of the dashboard's panels, with the
-// template variables set to "All".
+// dashboardSubst gives each dashboard variable the value a user choosing
+// "All" (and the test's short time range) would give it. stalled_after is
+// 0 so that every running run counts as stalled and the panel has rows.
+var dashboardSubst = strings.NewReplacer(
+	"$__rate_interval", "1m",
+	"$__range_s", "86400", // before $__range: the replacer tries them in this order
+	"$__range", "1d",
+	"$job", ".*",
+	"$instance", ".*",
+	"$workflow_type", ".*",
+	"$workflow_name", ".*",
+	"$stalled_after", "0",
+)
+
+// dashboardQueries returns every query of the dashboard's panels by
+// "panel title/refId", with the template variables substituted.
 func dashboardQueries(t *testing.T) map[string]string {
 	t.Helper()
-	data, err := os.ReadFile("../dashboards/workflow-runs.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		UID    string `json:"uid"`
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr  string `json:"expr"`
-				RefID string `json:"refId"`
-			} `json:"targets"`
-		} `json:"panels"`
-		Templating struct {
-			List []struct {
-				Name string `json:"name"`
-			} `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatal(err)
-	}
-	if dash.UID != "workflow-runs" {
-		t.Errorf("dashboard uid = %q; it must stay stable for links", dash.UID)
-	}
-	vars := map[string]bool{}
-	for _, v := range dash.Templating.List {
-		vars[v.Name] = true
-	}
-	for _, want := range []string{"datasource", "job", "workflow_type", "workflow_name"} {
-		if !vars[want] {
-			t.Errorf("template variable %s missing", want)
-		}
-	}
-	subst := strings.NewReplacer("$__rate_interval", "1m", "$job", ".*", "$workflow_type", ".*", "$workflow_name", ".*")
-	leftover := regexp.MustCompile(`\$\w+`)
+	dash := loadDashboard(t)
+	leftover := regexp.MustCompile(`\$\{?\w+`)
 	queries := map[string]string{}
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
-			q := subst.Replace(tg.Expr)
+			q := dashboardSubst.Replace(tg.Expr)
 			if v := leftover.FindString(q); v != "" {
-				t.Errorf("panel %q uses unknown variable %s", p.Title, v)
+				t.Errorf("panel %q uses variable %s, which the test does not set", p.Title, v)
 			}
 			queries[p.Title+"/"+tg.RefID] = q
 		}
@@ -138,27 +162,133 @@ func dashboardQueries(t *testing.T) map[string]string {
 	return queries
 }
 
+// Runs of the fake API the second exporter watches.
+const (
+	stuckRun    = "5b1c7e0a-1111-4b50-8888-8dd25736052a" // running for 2 h
+	failedRun   = "5b1c7e0a-2222-4b50-8888-8dd25736052a" // failed 10 min ago
+	missingRun  = "5b1c7e0a-3333-4b50-8888-8dd25736052a" // 404
+	hangingRun  = "5b1c7e0a-4444-4b50-8888-8dd25736052a" // answers once, then hangs
+	flakyRun    = "5b1c7e0a-5555-4b50-8888-8dd25736052a" // answers once, then 500
+	fakeToken   = "e2e-token"
+	runningForS = 7200
+)
+
+func runDocument(id, status string, progress float64, created time.Time, finished *time.Time) map[string]any {
+	var fin any
+	if finished != nil {
+		fin = finished.UTC().Format(time.RFC3339)
+	}
+	return map[string]any{
+		"id": id, "group_id": "g1", "workflow_id": "wf-e2e", "status": status, "progress": progress,
+		"created_at": created.UTC().Format(time.RFC3339), "finished_at": fin, "source": "api",
+		"workflow": map[string]any{"id": "wf-e2e", "name": "E2E workflow", "type": "flow"},
+	}
+}
+
+// fakeAPI serves the runs above and counts the requests for each. The
+// first request for hangingRun is answered; later ones hang until the
+// client gives up or the test ends. flakyRun answers once, then fails.
+type fakeAPI struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests map[string]int
+}
+
+func (f *fakeAPI) requestsFor(id string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.requests[id]
+}
+
+func newFakeAPI(t *testing.T) *fakeAPI {
+	now := time.Now()
+	finished := now.Add(-10 * time.Minute)
+	docs := map[string]map[string]any{
+		stuckRun:   runDocument(stuckRun, "running", 10, now.Add(-runningForS*time.Second), nil),
+		failedRun:  runDocument(failedRun, "failed", 40, now.Add(-30*time.Minute), &finished),
+		hangingRun: runDocument(hangingRun, "running", 5, now.Add(-time.Minute), nil),
+		flakyRun:   runDocument(flakyRun, "running", 20, now.Add(-time.Minute), nil),
+	}
+	release := make(chan struct{})
+	f := &fakeAPI{requests: map[string]int{}}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+fakeToken {
+			http.Error(w, `{"detail":"Not authenticated"}`, http.StatusUnauthorized)
+			return
+		}
+		id := strings.TrimPrefix(r.URL.Path, "/v1/runs/")
+		f.mu.Lock()
+		f.requests[id]++
+		again := f.requests[id] > 1
+		f.mu.Unlock()
+		switch {
+		case id == hangingRun && again:
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		case id == flakyRun && again:
+			http.Error(w, `{"detail":"Internal error"}`, http.StatusInternalServerError)
+			return
+		}
+		doc, ok := docs[id]
+		if !ok {
+			http.Error(w, `{"detail":"Run not found"}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(doc)
+	}))
+	t.Cleanup(f.Close)
+	t.Cleanup(func() { close(release) }) // runs before f.Close
+	return f
+}
+
+// writeConfig writes an exporter config for the fake API and returns its path.
+func writeConfig(t *testing.T, dir, name, apiURL, timeout string, ids ...string) string {
+	t.Helper()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte(fakeToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("api:\n  url: %s\n  timeout: %s\n  authorization:\n    type: Bearer\n    credentials_file: %s\n"+
+		"runs:\n  ids: [%s]\npoll:\n  interval: 1s\n", apiURL, timeout, token, strings.Join(ids, ", "))
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestPrometheusEndToEnd runs a real Prometheus with the shipped config,
+// rules and dashboard queries against three exporters: the demo, one
+// watching a fake API with a stuck, a failed, a missing and a flaky run,
+// and one whose API hangs after its first answer (a stale instance).
 func TestPrometheusEndToEnd(t *testing.T) {
 	promtool := tool(t, "promtool")
 	prometheus := tool(t, "prometheus")
 	dir := t.TempDir()
+	exporter := exporterBinary(t)
 
-	exporter := filepath.Join(dir, "workflow_runs_exporter")
-	build := exec.Command("go", "build", "-o", exporter, "./cmd/workflow_runs_exporter")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the exporter: %v\n%s", err, out)
-	}
-	exporterAddr := freeAddr(t)
-	start(t, exporter, "--demo", "--web.listen-address="+exporterAddr)
+	demoAddr, opsAddr, staleAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	start(t, exporter, "--demo", "--web.listen-address="+demoAddr)
+	api := newFakeAPI(t)
+	// The ops exporter keeps its state in a store, as the deploy kit does.
+	opsArgs := []string{"--config.file=" + writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun),
+		"--web.listen-address=" + opsAddr, "--storage.path=" + filepath.Join(dir, "ops-state")}
+	ops := start(t, exporter, opsArgs...)
+	start(t, exporter, "--config.file="+writeConfig(t, dir, "stale.yml", api.URL, "1h", hangingRun), "--web.listen-address="+staleAddr,
+		"--storage.path="+filepath.Join(dir, "stale-state"))
 
-	// The shipped Prometheus config and rules, pointed at this exporter and
-	// sped up.
+	// The shipped Prometheus config and rules, pointed at these exporters
+	// and sped up.
 	cfg, err := os.ReadFile("prometheus/prometheus.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgText := strings.NewReplacer("exporter:10025", exporterAddr, "15s", "1s").Replace(string(cfg))
+	targets := fmt.Sprintf("'%s', '%s', '%s'", demoAddr, opsAddr, staleAddr)
+	cfgText := strings.NewReplacer("'exporter:10025'", targets, "15s", "1s").Replace(string(cfg))
 	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfgText), 0o600)
 	rules, _ := os.ReadFile("prometheus/alerts.yml")
 	os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600)
@@ -168,19 +298,23 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	start(t, prometheus, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+prom)
 
-	eventually(t, "target up", 60*time.Second, func() error {
-		res, err := promQuery(prom, `up{job="workflow_runs_exporter"} == 1`)
-		if err == nil && len(res) != 1 {
-			err = fmt.Errorf("%d targets up", len(res))
+	upTargets := func(want int) func() error {
+		return func() error {
+			res, err := promQuery(prom, `up{job="workflow_runs_exporter"} == 1`)
+			if err == nil && len(res) != want {
+				err = fmt.Errorf("%d targets up, want %d", len(res), want)
+			}
+			return err
 		}
-		return err
-	})
+	}
+	eventually(t, "targets up", 60*time.Second, upTargets(3))
 
-	// The failed runs, straight from the exporter.
-	failed := failedRuns(t, "http://"+exporterAddr+"/metrics")
+	// The failed runs, straight from the exporters.
+	failed := failedRuns(t, "http://"+demoAddr+"/metrics")
 	if len(failed) == 0 {
 		t.Fatal("the demo has no failed run")
 	}
+	failed[failedRun] = map[string]string{"workflow_name": "E2E workflow", "workflow_type": "flow"}
 	eventually(t, "WorkflowRunFailed firing for every failed run", 60*time.Second, func() error {
 		firing, err := firingAlerts(prom, "WorkflowRunFailed")
 		if err != nil {
@@ -192,22 +326,150 @@ func TestPrometheusEndToEnd(t *testing.T) {
 				return fmt.Errorf("no alert for failed run %s (firing: %d)", id, len(firing))
 			}
 			for _, k := range []string{"workflow_name", "workflow_type"} {
-				if got[k] != labels[k] {
-					return fmt.Errorf("alert for %s has %s=%q, want %q", id, k, got[k], labels[k])
+				if got.labels[k] != labels[k] {
+					return fmt.Errorf("alert for %s has %s=%q, want %q", id, k, got.labels[k], labels[k])
 				}
+			}
+			if _, ok := got.labels["instance"]; ok {
+				return fmt.Errorf("alert for %s has an instance label; a restarted pod would make it a new alert", id)
 			}
 		}
 		return nil
 	})
 
-	for name, q := range dashboardQueries(t) {
-		eventually(t, "dashboard panel "+name, 60*time.Second, func() error {
+	queries := dashboardQueries(t)
+	panelRows := func(key string) ([]sample, error) {
+		q, ok := queries[key]
+		if !ok {
+			t.Fatalf("the dashboard has no query %s", key)
+		}
+		return promSamples(prom, q)
+	}
+
+	eventually(t, "the stuck run in the unfinished-runs table with its age", 30*time.Second, func() error {
+		rows, err := panelRows("Unfinished runs, oldest first/A")
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if r.labels["run_id"] == stuckRun {
+				if r.value < runningForS-60 || r.value > runningForS+300 || r.labels["status"] != "running" {
+					return fmt.Errorf("stuck run: age %v, status %q; want about %d s, running", r.value, r.labels["status"], runningForS)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("stuck run %s not among %d rows", stuckRun, len(rows))
+	})
+
+	eventually(t, "the failed run in the recent failures table", 30*time.Second, func() error {
+		rows, err := panelRows("Recent failed runs/A")
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if r.labels["run_id"] == failedRun {
+				if finished := time.UnixMilli(int64(r.value)); time.Since(finished) < 9*time.Minute || time.Since(finished) > 12*time.Minute {
+					return fmt.Errorf("failed run finished %v ago, want about 10 min", time.Since(finished))
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("failed run %s not among %d rows", failedRun, len(rows))
+	})
+
+	eventually(t, "the data age of each instance, the stale one included", 60*time.Second, func() error {
+		rows, err := panelRows("Data age/A")
+		if err != nil {
+			return err
+		}
+		age := map[string]float64{}
+		for _, r := range rows {
+			age[r.labels["instance"]] = r.value
+		}
+		if len(age) != 3 {
+			return fmt.Errorf("data age for %d instances, want 3: %v", len(age), age)
+		}
+		if age[staleAddr] < 20 || age[demoAddr] > 15 || age[opsAddr] > 15 {
+			return fmt.Errorf("ages %v: want the stale instance %s above 20 s and the others below 15 s", age, staleAddr)
+		}
+		return nil
+	})
+
+	// A restart of the exporter with its store (kill, a gap of failed
+	// scrapes, start): the failed run's alert keeps firing throughout,
+	// with the same start, and the finished run is not fetched again.
+	before, err := firingAlerts(prom, "WorkflowRunFailed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	activeAt := before[failedRun].activeAt
+	ops.stop()
+	eventually(t, "the exporter's series gone after it was killed", 30*time.Second, func() error {
+		res, err := promQuery(prom, fmt.Sprintf(`workflow_run_status{run_id=%q}`, failedRun))
+		if err == nil && len(res) != 0 {
+			err = fmt.Errorf("%d series left", len(res))
+		}
+		return err
+	})
+	checkStillFiring := func(when string) {
+		t.Helper()
+		firing, err := firingAlerts(prom, "WorkflowRunFailed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := firing[failedRun]; !ok || got.activeAt != activeAt {
+			t.Fatalf("%s: alert for %s = %+v (present %v), want firing since %s", when, failedRun, got, ok, activeAt)
+		}
+	}
+	time.Sleep(3 * time.Second) // several rule evaluations without the run's series
+	checkStillFiring("while the exporter is down")
+	fetchedBefore := api.requestsFor(failedRun)
+	start(t, exporter, opsArgs...)
+	eventually(t, "targets up after the restart", 60*time.Second, upTargets(3))
+	eventually(t, "the failed run exported again", 30*time.Second, func() error {
+		res, err := promQuery(prom, fmt.Sprintf(`workflow_run_status{run_id=%q, status="failed"} == 1`, failedRun))
+		if err == nil && len(res) != 1 {
+			err = fmt.Errorf("%d series", len(res))
+		}
+		return err
+	})
+	time.Sleep(2 * time.Second)
+	checkStillFiring("after the restart")
+	if n := api.requestsFor(failedRun) - fetchedBefore; n != 0 {
+		t.Errorf("the restarted exporter fetched the finished run %s %d times; its store has it", failedRun, n)
+	}
+
+	// Every panel query returns data. All are retried together, and each
+	// one that never does is reported.
+	pending := map[string]string{}
+	for k, v := range queries {
+		pending[k] = v
+	}
+	lastErr := map[string]error{}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		for name, q := range pending {
 			res, err := promQuery(prom, q)
 			if err == nil && len(res) == 0 {
-				err = fmt.Errorf("query %q returned no data", q)
+				err = fmt.Errorf("no data")
 			}
-			return err
-		})
+			if err == nil {
+				delete(pending, name)
+			}
+			lastErr[name] = err
+		}
+		if len(pending) > 0 {
+			time.Sleep(time.Second)
+		}
+	}
+	names := make([]string, 0, len(pending))
+	for name := range pending {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		t.Errorf("dashboard panel %s: %v\n  query: %s", name, lastErr[name], pending[name])
 	}
 }
 
@@ -245,8 +507,13 @@ func failedRuns(t *testing.T, metricsURL string) map[string]map[string]string {
 	return out
 }
 
-// firingAlerts returns the labels of the firing alerts of one name, by run_id.
-func firingAlerts(prom, name string) (map[string]map[string]string, error) {
+type alert struct {
+	labels   map[string]string
+	activeAt string
+}
+
+// firingAlerts returns the firing alerts of one name, by run_id.
+func firingAlerts(prom, name string) (map[string]alert, error) {
 	resp, err := http.Get("http://" + prom + "/api/v1/alerts")
 	if err != nil {
 		return nil, err
@@ -255,18 +522,19 @@ func firingAlerts(prom, name string) (map[string]map[string]string, error) {
 	var body struct {
 		Data struct {
 			Alerts []struct {
-				Labels map[string]string `json:"labels"`
-				State  string            `json:"state"`
+				Labels   map[string]string `json:"labels"`
+				State    string            `json:"state"`
+				ActiveAt string            `json:"activeAt"`
 			} `json:"alerts"`
 		} `json:"data"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		return nil, err
 	}
-	out := map[string]map[string]string{}
+	out := map[string]alert{}
 	for _, a := range body.Data.Alerts {
 		if a.Labels["alertname"] == name && a.State == "firing" {
-			out[a.Labels["run_id"]] = a.Labels
+			out[a.Labels["run_id"]] = alert{labels: a.Labels, activeAt: a.ActiveAt}
 		}
 	}
 	return out, nil

@@ -1,10 +1,13 @@
 package collector
 
 import (
+	"bytes"
 	"hash/fnv"
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // Runs are kept in chunks so that gzip output can be cached per chunk: a
@@ -16,8 +19,93 @@ import (
 // it either before or after an update, never half of one.
 type chunk struct {
 	runs []*renderedRun
-	// parts are the chunk's families compressed, made on first use.
+	// blocks, in a sealed chunk, hold the lines of its runs family by
+	// family, compressed with S2; its runs then keep only their offsets
+	// and aggregate keys, not their lines (buf is nil).
+	blocks *[numRunFamilies][]byte
+	// parts are the chunk's families compressed for gzip, made on first
+	// use.
 	parts atomic.Pointer[[numRunFamilies]compressedPart]
+}
+
+// Finished runs never change, and are most of the runs of an exporter that
+// has run for a while. Their lines compress about five times with S2,
+// which decodes at gigabytes a second: a full chunk of them is sealed,
+// so that what every plain scrape writes costs a fifth of the memory, and
+// decoding it a few milliseconds per ten thousand runs.
+
+// seal compresses runs into a sealed chunk.
+func seal(runs []*renderedRun) *chunk {
+	var blocks [numRunFamilies][]byte
+	var plain []byte
+	for f := range numRunFamilies {
+		plain = plain[:0]
+		for _, rr := range runs {
+			plain = append(plain, rr.family(f)...)
+		}
+		if len(plain) > 0 {
+			blocks[f] = bytes.Clone(s2.Encode(nil, plain)) // Encode leaves room for the worst case
+		}
+	}
+	sealed := make([]*renderedRun, len(runs))
+	for i, rr := range runs {
+		light := *rr
+		light.buf = nil
+		sealed[i] = &light
+	}
+	return &chunk{runs: sealed, blocks: &blocks}
+}
+
+// unseal returns the runs of a sealed chunk with their lines.
+func (c *chunk) unseal() []*renderedRun {
+	var families [numRunFamilies][]byte
+	for f := range numRunFamilies {
+		families[f] = c.decode(f, nil)
+	}
+	out := make([]*renderedRun, len(c.runs))
+	for i, light := range c.runs {
+		rr := *light
+		rr.buf = make([]byte, 0, light.off[numRunFamilies])
+		for f := range numRunFamilies {
+			n := int(light.off[f+1] - light.off[f])
+			rr.buf = append(rr.buf, families[f][:n]...)
+			families[f] = families[f][n:]
+		}
+		out[i] = &rr
+	}
+	return out
+}
+
+// decode returns the lines of family f of a sealed chunk, decoded into
+// scratch when it is large enough.
+func (c *chunk) decode(f int, scratch []byte) []byte {
+	block := c.blocks[f]
+	if len(block) == 0 {
+		return nil
+	}
+	n, err := s2.DecodedLen(block)
+	if err != nil {
+		panic("collector: a sealed chunk does not decode: " + err.Error()) // made by seal, in memory
+	}
+	if cap(scratch) < n {
+		scratch = make([]byte, n)
+	}
+	plain, err := s2.Decode(scratch[:cap(scratch)], block)
+	if err != nil {
+		panic("collector: a sealed chunk does not decode: " + err.Error())
+	}
+	return plain
+}
+
+// appendFamily appends the lines of family f of every run in the chunk.
+func (c *chunk) appendFamily(dst []byte, f int) []byte {
+	if c.blocks != nil {
+		return append(dst, c.decode(f, nil)...)
+	}
+	for _, rr := range c.runs {
+		dst = append(dst, rr.family(f)...)
+	}
+	return dst
 }
 
 // activeRunsPerChunk is the size active chunks grow towards. Unfinished
@@ -47,20 +135,22 @@ func (a *activeChunks) index(id string) int {
 
 func compareID(r *renderedRun, id string) int { return strings.Compare(r.id, id) }
 
-// put inserts rr, replacing a run with the same ID.
-func (a *activeChunks) put(rr *renderedRun) {
+// put inserts rr, replacing a run with the same ID, and returns the run it
+// replaced, or nil.
+func (a *activeChunks) put(rr *renderedRun) (old *renderedRun) {
 	i := a.index(rr.id)
 	c := a.chunks[i]
 	pos, found := slices.BinarySearchFunc(c.runs, rr.id, compareID)
 	next := slices.Clone(c.runs)
 	if found {
-		next[pos] = rr
+		old, next[pos] = next[pos], rr
 	} else {
 		next = slices.Insert(next, pos, rr)
 		a.count++
 	}
 	a.chunks[i] = &chunk{runs: next}
 	a.grow()
+	return old
 }
 
 // remove takes out the run id and returns it, or nil.
@@ -115,33 +205,70 @@ type settledChunks struct {
 
 func (s *settledChunks) add(rr *renderedRun) {
 	last := len(s.chunks) - 1
-	if last < 0 || len(s.chunks[last].runs) >= settledRunsPerChunk {
+	if last < 0 || s.chunks[last].blocks != nil {
 		s.chunks = append(s.chunks, &chunk{})
 		last++
 	}
-	s.chunks[last] = &chunk{runs: append(slices.Clone(s.chunks[last].runs), rr)}
+	next := append(slices.Clone(s.chunks[last].runs), rr)
+	if len(next) >= settledRunsPerChunk {
+		s.chunks[last] = seal(next)
+	} else {
+		s.chunks[last] = &chunk{runs: next}
+	}
 	s.where[rr.id] = last
 	s.count++
 }
 
 func (s *settledChunks) remove(id string) *renderedRun {
-	i, ok := s.where[id]
-	if !ok {
-		return nil
+	if old := s.removeMany([]string{id}); len(old) == 1 {
+		return old[0]
 	}
-	delete(s.where, id)
-	s.count--
-	c := s.chunks[i]
-	pos := slices.IndexFunc(c.runs, func(r *renderedRun) bool { return r.id == id })
-	old := c.runs[pos]
-	s.chunks[i] = &chunk{runs: slices.Delete(slices.Clone(c.runs), pos, pos+1)}
-	if len(s.chunks[i].runs) == 0 && i != len(s.chunks)-1 {
-		s.empty++
-		if s.empty > len(s.chunks)/2 {
-			s.compact()
+	return nil
+}
+
+// removeMany takes out the runs of ids it holds and returns them; each
+// chunk concerned is rebuilt once.
+func (s *settledChunks) removeMany(ids []string) []*renderedRun {
+	byChunk := map[int]map[string]bool{}
+	for _, id := range ids {
+		i, ok := s.where[id]
+		if !ok {
+			continue
+		}
+		delete(s.where, id)
+		if byChunk[i] == nil {
+			byChunk[i] = map[string]bool{}
+		}
+		byChunk[i][id] = true
+	}
+	var removed []*renderedRun
+	for i, gone := range byChunk {
+		c := s.chunks[i]
+		var kept []*renderedRun
+		for _, rr := range c.runs {
+			if gone[rr.id] {
+				removed = append(removed, rr)
+			}
+		}
+		s.count -= len(gone)
+		switch {
+		case len(gone) == len(c.runs):
+			s.chunks[i] = &chunk{}
+		case c.blocks == nil:
+			kept = slices.DeleteFunc(slices.Clone(c.runs), func(r *renderedRun) bool { return gone[r.id] })
+			s.chunks[i] = &chunk{runs: kept}
+		default:
+			kept = slices.DeleteFunc(c.unseal(), func(r *renderedRun) bool { return gone[r.id] })
+			s.chunks[i] = seal(kept)
+		}
+		if len(s.chunks[i].runs) == 0 && i != len(s.chunks)-1 {
+			s.empty++
 		}
 	}
-	return old
+	if s.empty > len(s.chunks)/2 {
+		s.compact()
+	}
+	return removed
 }
 
 // compact drops empty chunks and renumbers the rest.

@@ -3,8 +3,8 @@ package collector
 import (
 	"bufio"
 	"bytes"
-	"compress/flate"
 	"encoding/binary"
+	flate "github.com/klauspost/compress/flate"
 	"hash/crc32"
 	"io"
 	"sync"
@@ -68,22 +68,17 @@ func (c *chunk) compressed() *[numRunFamilies]compressedPart {
 	var parts [numRunFamilies]compressedPart
 	fw := flateWriters.Get().(*flate.Writer)
 	defer flateWriters.Put(fw)
+	var plain []byte
 	for f := range numRunFamilies {
-		var buf bytes.Buffer
-		fw.Reset(&buf)
-		var crc uint32
-		var size uint64
-		for _, rr := range c.runs {
-			seg := rr.family(f)
-			fw.Write(seg)
-			crc = crc32.Update(crc, crc32.IEEETable, seg)
-			size += uint64(len(seg))
-		}
-		if size == 0 {
+		plain = c.appendFamily(plain[:0], f)
+		if len(plain) == 0 {
 			continue
 		}
+		var buf bytes.Buffer
+		fw.Reset(&buf)
+		fw.Write(plain)
 		fw.Flush()
-		parts[f] = compressedPart{deflated: buf.Bytes(), crc: crc, size: size}
+		parts[f] = compressedPart{deflated: bytes.Clone(buf.Bytes()), crc: crc32.ChecksumIEEE(plain), size: uint64(len(plain))}
 	}
 	c.parts.CompareAndSwap(nil, &parts)
 	return c.parts.Load()
@@ -99,6 +94,8 @@ type Exposition struct {
 	crc  uint32 // of the plain bytes written so far, for the gzip trailer
 	size uint64
 	live *flate.Writer // compresses Write's bytes in gzip mode
+	// scratch holds a sealed chunk's family decoded for a plain scrape.
+	scratch []byte
 }
 
 // NewExposition starts a response body on w, gzip-compressed if gz.
@@ -126,6 +123,11 @@ func (e *Exposition) WriteRuns(s *Store) {
 				continue
 			}
 			if !e.gzip {
+				if c.blocks != nil {
+					e.scratch = c.decode(f, e.scratch)
+					e.w.Write(e.scratch)
+					continue
+				}
 				for _, rr := range c.runs {
 					e.w.Write(rr.family(f))
 				}

@@ -113,10 +113,12 @@ type aggregateKey struct{ name, typ string }
 // renderRun renders the series of one tracked run. A run that was never
 // fetched successfully has only its fetch health; a run with data has every
 // series its data supports, and nothing is invented for what it lacks.
-func renderRun(st *runs.State, progressMax float64, sizeHint int) *renderedRun {
+// The lines are appended to buf, which the result then holds.
+func renderRun(st *runs.State, progressMax float64, buf []byte) *renderedRun {
 	rr := &renderedRun{id: st.ID, settled: st.Finished()}
-	s := sample{b: make([]byte, 0, sizeHint)}
-	runID := appendLabel(nil, "run_id", st.ID)
+	s := sample{b: buf[:0]}
+	var idBuf [64]byte
+	runID := appendLabel(idBuf[:0], "run_id", st.ID)
 
 	var workflow []byte // workflow_id="…",workflow_name="…",workflow_type="…"
 	r := st.Run

@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"io"
 	"maps"
 	"sort"
 	"sync"
@@ -52,12 +51,27 @@ func NewStore(progressMax float64) *Store {
 	}
 }
 
-// SetProgressMax changes api.progress_max for runs rendered from now on;
-// the caller updates every run again to apply it to those already rendered.
-func (s *Store) SetProgressMax(v float64) {
+// Reset replaces every run the store holds with states, rendered with
+// progressMax (api.progress_max): what a change of progress_max needs. The
+// new contents are built aside and put in place at once, so no scrape
+// sees the runs missing; finished runs go straight into sealed chunks
+// rather than being taken out of them one by one.
+func (s *Store) Reset(progressMax float64, states []*runs.State) {
+	next := &Store{progressMax: progressMax, active: newActiveChunks(), settled: settledChunks{where: map[string]int{}},
+		workflows: map[aggregateKey]map[string]int{}, sizeHint: 2048}
+	for _, st := range states {
+		rr := renderRun(st, progressMax, make([]byte, 0, next.sizeHint))
+		if rr.settled {
+			next.settled.add(rr)
+		} else {
+			next.active.put(rr)
+		}
+		next.account(nil, rr)
+	}
 	s.mu.Lock()
-	s.progressMax = v
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	s.progressMax, s.active, s.settled, s.series, s.workflows = progressMax, next.active, next.settled, next.series, next.workflows
+	s.version++
 }
 
 // Update renders st and replaces what the store holds for its run. The
@@ -66,14 +80,17 @@ func (s *Store) Update(st *runs.State) {
 	s.mu.Lock()
 	progressMax, hint := s.progressMax, s.sizeHint
 	s.mu.Unlock()
-	rr := renderRun(st, progressMax, hint)
+	rr := renderRun(st, progressMax, make([]byte, 0, hint))
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sizeHint = max(len(rr.buf)+len(rr.buf)/8, 256)
-	old := s.remove(rr.id)
+	var old *renderedRun
 	if rr.settled {
+		old = s.remove(rr.id)
 		s.settled.add(rr)
+	} else if old = s.settled.remove(rr.id); old == nil {
+		old = s.active.put(rr) // the common case: an unfinished run refreshed
 	} else {
 		s.active.put(rr)
 	}
@@ -88,12 +105,22 @@ func (s *Store) remove(id string) *renderedRun {
 	return s.active.remove(id)
 }
 
-// Delete removes a run's series.
-func (s *Store) Delete(id string) {
+// Delete removes runs' series. Finished runs in a sealed chunk are taken
+// out together, so that each chunk is decoded and sealed again once, not
+// once per run.
+func (s *Store) Delete(ids ...string) {
+	if len(ids) == 0 {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old := s.remove(id); old != nil {
+	for _, old := range s.settled.removeMany(ids) {
 		s.account(old, nil)
+	}
+	for _, id := range ids {
+		if old := s.active.remove(id); old != nil {
+			s.account(old, nil)
+		}
 	}
 }
 
@@ -371,21 +398,25 @@ func lessKey(a, b aggregateKey) bool {
 	return a.typ < b.typ
 }
 
-// WriteRun writes one run's series, each family with its header, and
+// AppendRun appends one run's series, each family with its header, and
 // nothing else: the body of a /probe answer. The run need not be in the
 // store.
-func (s *Store) WriteRun(w io.Writer, st *runs.State) error {
+func (s *Store) AppendRun(dst []byte, st *runs.State) []byte {
 	s.mu.Lock()
 	progressMax := s.progressMax
 	s.mu.Unlock()
-	rr := renderRun(st, progressMax, 2048)
-	out := make([]byte, 0, len(rr.buf)+4096)
+	scratch := renderBuffers.Get().(*[]byte)
+	defer renderBuffers.Put(scratch)
+	rr := renderRun(st, progressMax, *scratch)
+	*scratch = rr.buf[:0]
 	for f := range numRunFamilies {
 		if seg := rr.family(f); len(seg) > 0 {
-			out = append(out, runFamilies[f].header...)
-			out = append(out, seg...)
+			dst = append(dst, runFamilies[f].header...)
+			dst = append(dst, seg...)
 		}
 	}
-	_, err := w.Write(out)
-	return err
+	return dst
 }
+
+// renderBuffers hold runs rendered only to be written out once.
+var renderBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}

@@ -73,6 +73,20 @@ func TestScrapesFollowUpdates(t *testing.T) {
 		}
 	}
 	check("all added")
+	sealed := 0
+	for _, c := range s.settled.chunks {
+		if c.blocks != nil {
+			sealed++
+			for _, rr := range c.runs {
+				if rr.buf != nil {
+					t.Fatal("a sealed chunk's run keeps its lines uncompressed")
+				}
+			}
+		}
+	}
+	if sealed < 2 {
+		t.Fatalf("%d sealed chunks of %d finished runs; the test must cover sealing", sealed, s.settled.count)
+	}
 	if s.Len() != len(states) || s.active.bits == 0 || len(s.settled.chunks) < 2 {
 		t.Fatalf("len %d, %d+%d chunks: want %d runs over several chunks", s.Len(), len(s.active.chunks), len(s.settled.chunks), len(states))
 	}
@@ -99,10 +113,12 @@ func TestScrapesFollowUpdates(t *testing.T) {
 	}
 	check("status and workflow changes")
 	settled := len(s.settled.chunks)
+	var gone []string
 	for _, st := range states[150:950] {
-		s.Delete(st.ID)
+		gone = append(gone, st.ID)
 		delete(current, st.ID)
 	}
+	s.Delete(gone...) // at once, as retention and a pruned run list do
 	check("most runs removed")
 	if len(s.settled.chunks) >= settled {
 		t.Errorf("settled chunks: %d before removing most runs, %d after; emptied chunks should be dropped", settled, len(s.settled.chunks))
@@ -201,13 +217,10 @@ func TestScrapeSeesWholeUpdates(t *testing.T) {
 	}
 }
 
-func TestWriteRunIsOneRunWithHeaders(t *testing.T) {
+func TestAppendRunIsOneRunWithHeaders(t *testing.T) {
 	s := NewStore(100)
-	var buf bytes.Buffer
 	st := fetchedState(finishedRun(id(3), runs.StatusFailed))
-	if err := s.WriteRun(&buf, st); err != nil {
-		t.Fatal(err)
-	}
+	buf := bytes.NewBuffer(s.AppendRun(nil, st))
 	want := sortedLines(scrape(t, storeOf([]*runs.State{st}, nil), false))
 	var perRun []string
 	for _, l := range want {
@@ -216,6 +229,26 @@ func TestWriteRunIsOneRunWithHeaders(t *testing.T) {
 		}
 	}
 	if d := diffLines(perRun, sortedLines(buf.String())); d != "" {
-		t.Errorf("WriteRun differs from the run's lines in a scrape:\n%s", d)
+		t.Errorf("AppendRun differs from the run's lines in a scrape:\n%s", d)
+	}
+}
+
+// TestResetRendersEveryRunAgain: a new api.progress_max changes every ratio,
+// sealed runs included, and the store then reads as one built afresh.
+func TestResetRendersEveryRunAgain(t *testing.T) {
+	states := manyStates(500)
+	s := storeOf(states, nil)
+	s.AddFinished([]runs.Finish{{Key: runs.TotalKey{WorkflowName: "x", WorkflowType: "flow", Status: runs.StatusFailed}}})
+	s.Reset(1000, states[:400])
+	want := NewStore(1000)
+	for _, st := range states[:400] {
+		want.Update(st)
+	}
+	want.AddFinished([]runs.Finish{{Key: runs.TotalKey{WorkflowName: "x", WorkflowType: "flow", Status: runs.StatusFailed}}})
+	if d := diffLines(sortedLines(scrape(t, want, false)), sortedLines(scrape(t, s, true))); d != "" {
+		t.Errorf("after Reset (- built afresh, + reset):\n%s", d)
+	}
+	if got := scrape(t, s, false); !strings.Contains(got, "workflow_run_progress_ratio{run_id=\""+states[0].ID+"\"") || !strings.Contains(got, "} 0.1\n") {
+		t.Error("progress ratios not rendered with the new progress_max")
 	}
 }

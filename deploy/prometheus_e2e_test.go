@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,6 +171,8 @@ const (
 	missingRun  = "5b1c7e0a-3333-4b50-8888-8dd25736052a" // 404
 	hangingRun  = "5b1c7e0a-4444-4b50-8888-8dd25736052a" // answers once, then hangs
 	flakyRun    = "5b1c7e0a-5555-4b50-8888-8dd25736052a" // answers once, then 500
+	doneRun     = "5b1c7e0a-6666-4b50-8888-8dd25736052a" // completed; taken off the list before the restart
+	lateRun     = "5b1c7e0a-7777-4b50-8888-8dd25736052a" // running, completed once the API's finishLate is set
 	fakeToken   = "e2e-token"
 	runningForS = 7200
 )
@@ -190,8 +194,9 @@ func runDocument(id, status string, progress float64, created time.Time, finishe
 // client gives up or the test ends. flakyRun answers once, then fails.
 type fakeAPI struct {
 	*httptest.Server
-	mu       sync.Mutex
-	requests map[string]int
+	mu         sync.Mutex
+	requests   map[string]int
+	finishLate atomic.Bool
 }
 
 func (f *fakeAPI) requestsFor(id string) int {
@@ -208,7 +213,10 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		failedRun:  runDocument(failedRun, "failed", 40, now.Add(-30*time.Minute), &finished),
 		hangingRun: runDocument(hangingRun, "running", 5, now.Add(-time.Minute), nil),
 		flakyRun:   runDocument(flakyRun, "running", 20, now.Add(-time.Minute), nil),
+		doneRun:    runDocument(doneRun, "completed", 100, now.Add(-time.Hour), &finished),
+		lateRun:    runDocument(lateRun, "running", 50, now.Add(-time.Minute), nil),
 	}
+	late := runDocument(lateRun, "completed", 100, now.Add(-time.Minute), &now)
 	release := make(chan struct{})
 	f := &fakeAPI{requests: map[string]int{}}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -233,6 +241,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 			return
 		}
 		doc, ok := docs[id]
+		if id == lateRun && f.finishLate.Load() {
+			doc = late
+		}
 		if !ok {
 			http.Error(w, `{"detail":"Run not found"}`, http.StatusNotFound)
 			return
@@ -275,7 +286,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	start(t, exporter, "--demo", "--web.listen-address="+demoAddr)
 	api := newFakeAPI(t)
 	// The ops exporter keeps its state in a store, as the deploy kit does.
-	opsArgs := []string{"--config.file=" + writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun),
+	opsArgs := []string{"--config.file=" + writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, doneRun, lateRun),
 		"--web.listen-address=" + opsAddr, "--storage.path=" + filepath.Join(dir, "ops-state")}
 	ops := start(t, exporter, opsArgs...)
 	start(t, exporter, "--config.file="+writeConfig(t, dir, "stale.yml", api.URL, "1h", hangingRun), "--web.listen-address="+staleAddr,
@@ -398,7 +409,21 @@ func TestPrometheusEndToEnd(t *testing.T) {
 
 	// A restart of the exporter with its store (kill, a gap of failed
 	// scrapes, start): the failed run's alert keeps firing throughout,
-	// with the same start, and the finished run is not fetched again.
+	// with the same start, and the finished run is not fetched again. The
+	// lifecycle counter neither resets nor counts twice: doneRun, counted,
+	// is taken off the list (without a store its count would be lost),
+	// failedRun stays (without a store it would be counted again only if
+	// counting were broken), and lateRun finishes while the exporter is down.
+	finishedTotal := fmt.Sprintf(`sum(workflow_runs_finished_total{instance=%q})`, opsAddr)
+	eventually(t, "the finished runs counted before the restart", 30*time.Second, func() error {
+		res, err := promSamples(prom, finishedTotal)
+		if err == nil && (len(res) != 1 || res[0].value != 2) {
+			err = fmt.Errorf("finished_total = %v, want 2 (failedRun, doneRun)", res)
+		}
+		return err
+	})
+	beforeRestart := time.Now()
+	time.Sleep(2 * time.Second) // samples of the counter before the restart
 	before, err := firingAlerts(prom, "WorkflowRunFailed")
 	if err != nil {
 		t.Fatal(err)
@@ -425,6 +450,8 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	time.Sleep(3 * time.Second) // several rule evaluations without the run's series
 	checkStillFiring("while the exporter is down")
 	fetchedBefore := api.requestsFor(failedRun)
+	api.finishLate.Store(true)
+	writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, lateRun)
 	start(t, exporter, opsArgs...)
 	eventually(t, "targets up after the restart", 60*time.Second, upTargets(3))
 	eventually(t, "the failed run exported again", 30*time.Second, func() error {
@@ -439,6 +466,23 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	if n := api.requestsFor(failedRun) - fetchedBefore; n != 0 {
 		t.Errorf("the restarted exporter fetched the finished run %s %d times; its store has it", failedRun, n)
 	}
+	eventually(t, "increase(workflow_runs_finished_total) over the restart = the one run that finished", 30*time.Second, func() error {
+		window := int(time.Since(beforeRestart).Seconds()) + 1
+		q := fmt.Sprintf(`sum(increase(workflow_runs_finished_total{instance=%q}[%ds]))`, opsAddr, window)
+		res, err := promSamples(prom, q)
+		if err != nil {
+			return err
+		}
+		// increase() extrapolates to the window's edges: round it.
+		if len(res) != 1 || math.Round(res[0].value) != 1 {
+			return fmt.Errorf("%s = %v, want 1 (lateRun)", q, res)
+		}
+		resets, err := promSamples(prom, fmt.Sprintf(`sum(resets(workflow_runs_finished_total{instance=%q}[%ds]))`, opsAddr, window))
+		if err == nil && (len(resets) != 1 || resets[0].value != 0) {
+			err = fmt.Errorf("counter resets over the restart: %v, want 0", resets)
+		}
+		return err
+	})
 
 	// Every panel query returns data. All are retried together, and each
 	// one that never does is reported.
@@ -538,4 +582,111 @@ func firingAlerts(prom, name string) (map[string]alert, error) {
 		}
 	}
 	return out, nil
+}
+
+// TestPrometheusProbesWithFileSD runs the shipped probe configuration: a
+// real Prometheus with file-based service discovery over 50 run IDs scrapes
+// /probe of an exporter that has no run list. Every run's series arrive,
+// each failed run's alert fires, and finished runs are fetched once.
+func TestPrometheusProbesWithFileSD(t *testing.T) {
+	promtool := tool(t, "promtool")
+	prometheus := tool(t, "prometheus")
+	dir := t.TempDir()
+
+	// 50 runs: every fifth failed, every seventh still running, the
+	// rest completed.
+	now := time.Now()
+	done := now.Add(-5 * time.Minute)
+	docs := map[string]map[string]any{}
+	var ids, failed []string
+	for i := range 50 {
+		id := fmt.Sprintf("6c1d8f1b-%04d-4b50-8888-8dd25736052a", i)
+		ids = append(ids, id)
+		switch {
+		case i%5 == 0:
+			docs[id] = runDocument(id, "failed", 30, now.Add(-time.Hour), &done)
+			failed = append(failed, id)
+		case i%7 == 0:
+			docs[id] = runDocument(id, "running", 30, now.Add(-time.Minute), nil)
+		default:
+			docs[id] = runDocument(id, "completed", 100, now.Add(-time.Hour), &done)
+		}
+	}
+	var mu sync.Mutex
+	requests := map[string]int{}
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := strings.TrimPrefix(r.URL.Path, "/v1/runs/")
+		mu.Lock()
+		requests[id]++
+		mu.Unlock()
+		doc, ok := docs[id]
+		if !ok || r.Header.Get("Authorization") != "Bearer "+fakeToken {
+			http.Error(w, `{"detail":"Run not found"}`, http.StatusNotFound)
+			return
+		}
+		json.NewEncoder(w).Encode(doc)
+	}))
+	t.Cleanup(api.Close)
+
+	cfg := writeConfig(t, dir, "probe.yml", api.URL, "5s")
+	exporterAddr := freeAddr(t)
+	start(t, exporterBinary(t), "--config.file="+cfg, "--web.listen-address="+exporterAddr)
+
+	var sd strings.Builder
+	json.NewEncoder(&sd).Encode([]map[string]any{{"targets": ids, "labels": map[string]string{"team": "e2e"}}})
+	os.WriteFile(filepath.Join(dir, "run_ids.json"), []byte(sd.String()), 0o600)
+	promCfg, err := os.ReadFile("prometheus/prometheus-probe.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.NewReplacer("exporter:10025", exporterAddr, "30s", "1s", "'run_ids.json'", "'"+filepath.Join(dir, "run_ids.json")+"'").Replace(string(promCfg))
+	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(text), 0o600)
+	rules, _ := os.ReadFile("prometheus/alerts.yml")
+	os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600)
+	run(t, promtool, "check", "config", filepath.Join(dir, "prometheus.yml"))
+	prom := freeAddr(t)
+	start(t, prometheus, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+prom)
+
+	eventually(t, "every run's series from its probe", 60*time.Second, func() error {
+		res, err := promQuery(prom, `workflow_run_status{job="workflow_runs_probe", status="completed"}`)
+		if err != nil {
+			return err
+		}
+		got := map[string]bool{}
+		for _, r := range res {
+			m := r["metric"].(map[string]any)
+			if m["instance"] != m["run_id"] || m["team"] != "e2e" {
+				return fmt.Errorf("series labels %v: want instance = run_id and the target's labels", m)
+			}
+			got[m["run_id"].(string)] = true
+		}
+		if len(got) != len(ids) {
+			return fmt.Errorf("series for %d runs, want %d", len(got), len(ids))
+		}
+		return nil
+	})
+	eventually(t, "WorkflowRunFailed for every failed run", 60*time.Second, func() error {
+		firing, err := firingAlerts(prom, "WorkflowRunFailed")
+		if err != nil {
+			return err
+		}
+		for _, id := range failed {
+			if _, ok := firing[id]; !ok {
+				return fmt.Errorf("no alert for failed run %s (%d firing)", id, len(firing))
+			}
+		}
+		if len(firing) != len(failed) {
+			return fmt.Errorf("%d alerts firing, want %d", len(firing), len(failed))
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second) // a few more rounds of probes
+	mu.Lock()
+	defer mu.Unlock()
+	for id, doc := range docs {
+		if doc["status"] != "running" && requests[id] != 1 {
+			t.Errorf("finished run %s fetched %d times by repeated probes, want 1", id, requests[id])
+		}
+	}
 }

@@ -42,12 +42,7 @@ var (
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wre-e2e")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "workflow_runs_exporter")
+		binary = filepath.Join(buildDir, "workflow_runs_exporter")
 		out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

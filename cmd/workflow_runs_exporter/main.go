@@ -156,6 +156,9 @@ func run() int {
 		MaxRequests: *maxRequests, Ready: p.Ready, Reload: reload.Reload, Probe: p.Probe,
 	})
 	if err != nil {
+		if store != nil {
+			store.Close()
+		}
 		return fail("building the HTTP handler failed", err)
 	}
 

@@ -1,15 +1,35 @@
 package api
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+	"time"
 
-// BenchmarkDecodeRun decodes and converts one documented run response.
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
+)
+
+// BenchmarkDecodeRun decodes and converts one run response: the short
+// documented example, and the simulated API's full document (nested
+// workflow, definitions, tags), as a real response looks.
 func BenchmarkDecodeRun(b *testing.B) {
-	body := []byte(validBody)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		if _, _, err := DecodeRun(body, runID); err != nil {
-			b.Fatal(err)
-		}
+	r := simapi.LoadRuns(1, 0, time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC))[0]
+	full, err := json.Marshal(simapi.Document(&r, r.At(r.CreatedAt.Add(time.Hour))))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		body []byte
+		id   string
+	}{{"documented", []byte(validBody), runID}, {"simulated", full, r.ID}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tc.body)))
+			for b.Loop() {
+				if _, _, err := DecodeRun(tc.body, tc.id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@
 package api
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/tls"
@@ -15,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	promconfig "github.com/prometheus/common/config"
@@ -26,6 +28,8 @@ import (
 // MaxRetryAfter caps a server-requested pause, so a garbage or hostile
 // Retry-After header can never stop polling for long.
 const MaxRetryAfter = 5 * time.Minute
+
+var userAgent = version.ComponentUserAgent("workflow_runs_exporter")
 
 // Options configure a Client.
 type Options struct {
@@ -54,8 +58,11 @@ func NewClient(o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api.url: %w", err)
 	}
-	hc, err := promconfig.NewClientFromConfig(o.HTTP, "workflow_runs_exporter",
-		promconfig.WithUserAgent(version.ComponentUserAgent("workflow_runs_exporter")))
+	httpConfig, secrets := useFileSecrets(o.HTTP)
+	// The User-Agent is set on each request rather than with
+	// promconfig.WithUserAgent, whose round tripper copies every request
+	// once more.
+	hc, err := promconfig.NewClientFromConfig(httpConfig, "workflow_runs_exporter", promconfig.WithSecretManager(secrets))
 	if err != nil {
 		return nil, fmt.Errorf("api http client: %w", err)
 	}
@@ -83,6 +90,7 @@ func (c *Client) GetRun(ctx context.Context, id string) (*runs.Run, []string, er
 		return nil, nil, &Error{Reason: ReasonBadResponse, Err: err}
 	}
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", userAgent)
 	// The transport leaves compression to us so the size limit below applies
 	// to the decompressed body: a small gzip bomb must not exhaust memory.
 	req.Header.Set("Accept-Encoding", "gzip")
@@ -101,7 +109,9 @@ func (c *Client) GetRun(ctx context.Context, id string) (*runs.Run, []string, er
 	if resp.StatusCode != http.StatusOK {
 		return nil, nil, c.statusError(resp)
 	}
-	body, err := c.readBody(resp)
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer putBodyBuffer(buf)
+	body, err := c.readBody(resp, buf)
 	if err != nil {
 		var apiErr *Error
 		if errors.As(err, &apiErr) {
@@ -116,20 +126,43 @@ func (c *Client) GetRun(ctx context.Context, id string) (*runs.Run, []string, er
 	return run, warnings, nil
 }
 
-func (c *Client) readBody(resp *http.Response) ([]byte, error) {
-	var r io.Reader = resp.Body
+// bodyBuffers hold response bodies while they are decoded: a run's body is
+// read, decoded into new strings and dropped, once per run and cycle.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putBodyBuffer(b *bytes.Buffer) {
+	if b.Cap() <= 64<<10 { // an oversized body's buffer is left to the GC
+		b.Reset()
+		bodyBuffers.Put(b)
+	}
+}
+
+// readBody reads the body into buf, at most api.max_response_bytes of it
+// after gzip decoding, and returns buf's bytes.
+func (c *Client) readBody(resp *http.Response, buf *bytes.Buffer) ([]byte, error) {
+	raw := &errorRecorder{r: resp.Body}
+	var r io.Reader = raw
+	// A failure to decompress is a bad answer, not retried; a failure to
+	// read what was sent is the network's or the clock's.
+	badGzip := func(err error) error {
+		if raw.err != nil {
+			return raw.err
+		}
+		return &Error{Reason: ReasonBadResponse, StatusCode: resp.StatusCode, Err: fmt.Errorf("gzip: %w", err)}
+	}
 	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
-		zr, err := gzip.NewReader(resp.Body)
+		zr, err := gzip.NewReader(raw)
 		if err != nil {
-			return nil, &Error{Reason: ReasonBadResponse, StatusCode: resp.StatusCode, Err: fmt.Errorf("gzip: %w", err)}
+			return nil, badGzip(err)
 		}
 		defer zr.Close()
 		r = zr
 	}
-	body, err := io.ReadAll(io.LimitReader(r, c.maxBytes+1))
+	_, err := buf.ReadFrom(io.LimitReader(r, c.maxBytes+1))
+	body := buf.Bytes()
 	if err != nil {
-		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) {
-			return nil, &Error{Reason: ReasonBadResponse, StatusCode: resp.StatusCode, Err: fmt.Errorf("gzip: %w", err)}
+		if r != raw {
+			return nil, badGzip(err)
 		}
 		return nil, err
 	}
@@ -138,6 +171,21 @@ func (c *Client) readBody(resp *http.Response) ([]byte, error) {
 			Err: fmt.Errorf("body exceeds api.max_response_bytes (%d)", c.maxBytes)}
 	}
 	return body, nil
+}
+
+// errorRecorder remembers the error reading the response body, other than
+// its end.
+type errorRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errorRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
 }
 
 func (c *Client) statusError(resp *http.Response) error {

@@ -150,6 +150,16 @@ func TestGetRunClassifiesFailures(t *testing.T) {
 			w.Header().Set("Content-Encoding", "gzip")
 			w.Write([]byte("not gzip at all"))
 		}},
+		{name: "gzip with a good header and corrupt data", reason: ReasonBadResponse, code: 200, handler: func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			good := gzipped(validBody)
+			w.Write(append(good[:10:10], bytes.Repeat([]byte{0xff}, 40)...))
+		}},
+		{name: "gzip cut off", reason: ReasonBadResponse, code: 200, handler: func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			good := gzipped(validBody)
+			w.Write(good[:len(good)/2])
+		}},
 		{name: "empty body", reason: ReasonBadResponse, code: 200, handler: body("")},
 		{name: "null", reason: ReasonBadResponse, code: 200, handler: body("null")},
 		{name: "HTML page", reason: ReasonBadResponse, code: 200, handler: body("<!DOCTYPE html><html><body>Login</body></html>")},
@@ -276,30 +286,107 @@ func TestGetRunSuccess(t *testing.T) {
 	}
 }
 
-func TestCredentialsFileIsRereadOnEveryRequest(t *testing.T) {
+// TestRotatedSecretFilesAreUsed: a secret file is read again within a
+// second of a change, however it was rotated: rewritten with the same length (only
+// its time changes), replaced by a rename, or swapped as a Kubernetes
+// Secret volume swaps its ..data symlink.
+func TestRotatedSecretFilesAreUsed(t *testing.T) {
+	defer func(d time.Duration) { secretRecheck = d }(secretRecheck)
+	secretRecheck = 20 * time.Millisecond
 	var mu sync.Mutex
 	var seen []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		seen = append(seen, r.Header.Get("Authorization"))
+		if user, pass, ok := r.BasicAuth(); ok {
+			seen = append(seen, user+":"+pass)
+		} else {
+			seen = append(seen, r.Header.Get("Authorization"))
+		}
 		mu.Unlock()
 		w.Write([]byte(validBody))
 	}))
 	defer srv.Close()
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	os.WriteFile(tokenFile, []byte("first"), 0o600)
+
+	dir := t.TempDir()
+	// The layout of a Kubernetes Secret volume: token -> ..data/token,
+	// ..data -> a timestamped directory, swapped by a rename.
+	version := func(name, token string) {
+		os.MkdirAll(filepath.Join(dir, name), 0o700)
+		os.WriteFile(filepath.Join(dir, name, "token"), []byte(token+"\n"), 0o600)
+	}
+	version("v1", "first")
+	os.Symlink("v1", filepath.Join(dir, "..data"))
+	os.Symlink(filepath.Join("..data", "token"), filepath.Join(dir, "token"))
+	password := filepath.Join(dir, "password")
+	os.WriteFile(password, []byte("pw-1"), 0o600)
+
+	for _, tc := range []struct {
+		name   string
+		http   func(h *promconfig.HTTPClientConfig)
+		rotate []func()
+		want   []string
+	}{
+		{"bearer token in a Secret volume", func(h *promconfig.HTTPClientConfig) {
+			h.Authorization = &promconfig.Authorization{Type: "Bearer", CredentialsFile: filepath.Join(dir, "token")}
+		}, []func(){
+			func() {},
+			func() {
+				version("v2", "second")
+				os.Symlink("v2", filepath.Join(dir, "..data.tmp"))
+				os.Rename(filepath.Join(dir, "..data.tmp"), filepath.Join(dir, "..data"))
+			},
+			func() { // rewritten in place with the same length
+				os.WriteFile(filepath.Join(dir, "v2", "token"), []byte("SECOND\n"), 0o600)
+			},
+		}, []string{"Bearer first", "Bearer first", "Bearer second", "Bearer SECOND"}},
+		{"basic auth password file", func(h *promconfig.HTTPClientConfig) {
+			h.BasicAuth = &promconfig.BasicAuth{Username: "u", PasswordFile: password}
+		}, []func(){
+			func() {
+				os.WriteFile(password+".new", []byte("pw-2"), 0o600)
+				os.Rename(password+".new", password)
+			},
+		}, []string{"u:pw-1", "u:pw-2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen = nil
+			h := promconfig.DefaultHTTPClientConfig
+			tc.http(&h)
+			c, err := NewClient(Options{URL: srv.URL, Timeout: time.Second, MaxResponseBytes: 4096, HTTP: h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseIdleConnections()
+			if _, _, err := c.GetRun(context.Background(), runID); err != nil {
+				t.Fatal(err)
+			}
+			for _, rotate := range tc.rotate {
+				rotate()
+				time.Sleep(secretRecheck) // a rotation is seen within secretRecheck
+				if _, _, err := c.GetRun(context.Background(), runID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Join(seen, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("credentials sent = %q, want %q", seen, tc.want)
+			}
+		})
+	}
+}
+
+func TestMissingSecretFileFailsTheRequestNamingIt(t *testing.T) {
 	h := promconfig.DefaultHTTPClientConfig
-	h.Authorization = &promconfig.Authorization{Type: "Bearer", CredentialsFile: tokenFile}
-	c, err := NewClient(Options{URL: srv.URL, Timeout: time.Second, MaxResponseBytes: 4096, HTTP: h})
+	missing := filepath.Join(t.TempDir(), "gone")
+	h.Authorization = &promconfig.Authorization{Type: "Bearer", CredentialsFile: missing}
+	c, err := NewClient(Options{URL: "http://127.0.0.1:1", Timeout: time.Second, MaxResponseBytes: 4096, HTTP: h})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.CloseIdleConnections()
-	c.GetRun(context.Background(), runID)
-	os.WriteFile(tokenFile, []byte("rotated"), 0o600)
-	c.GetRun(context.Background(), runID)
-	if want := []string{"Bearer first", "Bearer rotated"}; strings.Join(seen, ",") != strings.Join(want, ",") {
-		t.Errorf("Authorization headers = %q, want %q", seen, want)
+	_, _, err = c.GetRun(context.Background(), runID)
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("error %v, want one naming %s", err, missing)
 	}
 }
 
@@ -360,5 +447,28 @@ func TestParseRetryAfter(t *testing.T) {
 		if got := ParseRetryAfter(tc.in, now); got != tc.want {
 			t.Errorf("ParseRetryAfter(%q) = %s, want %s", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestRequestHeaders(t *testing.T) {
+	var got http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		w.Write([]byte(validBody))
+	}))
+	defer srv.Close()
+	c, err := NewClient(Options{URL: srv.URL, Timeout: time.Second, MaxResponseBytes: 4096, HTTP: promconfig.DefaultHTTPClientConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	if _, _, err := c.GetRun(context.Background(), runID); err != nil {
+		t.Fatal(err)
+	}
+	if ua := got.Get("User-Agent"); !strings.HasPrefix(ua, "workflow_runs_exporter/") {
+		t.Errorf("User-Agent %q, want workflow_runs_exporter/<version>", ua)
+	}
+	if got.Get("Accept") != "application/json" || got.Get("Accept-Encoding") != "gzip" {
+		t.Errorf("Accept %q, Accept-Encoding %q", got.Get("Accept"), got.Get("Accept-Encoding"))
 	}
 }

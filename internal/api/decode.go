@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unique"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 )
@@ -45,6 +46,47 @@ func DecodeRun(body []byte, wantID string) (*runs.Run, []string, error) {
 	if body[0] != '{' {
 		return nil, nil, fmt.Errorf("body is not a JSON object (starts with %q)", firstRune(body))
 	}
+	if t, ok := scanDocumented(body); ok {
+		return fromDocumented(t, wantID)
+	}
+	return decodeFieldByField(body, wantID)
+}
+
+// fromDocumented checks and converts a document read in one pass.
+func fromDocumented(t *documented, wantID string) (*runs.Run, []string, error) {
+	if t.ID == "" {
+		return nil, nil, errors.New("field id is missing or not a string")
+	}
+	if !strings.EqualFold(t.ID, wantID) {
+		return nil, nil, fmt.Errorf("document is for run %q, not the requested run", excerpt(t.ID))
+	}
+	if t.Status == "" {
+		return nil, nil, errors.New("field status is missing or not a string")
+	}
+	r := &runs.Run{
+		ID: wantID, Status: runs.Status(intern(t.Status)), GroupID: intern(t.GroupID), WorkflowID: intern(t.WorkflowID),
+		Source: intern(t.Source), WorkflowName: intern(t.Workflow.Name), WorkflowType: intern(t.Workflow.Type),
+	}
+	if r.WorkflowID == "" {
+		r.WorkflowID = intern(t.Workflow.ID)
+	}
+	var warnings []string
+	if t.Progress != nil {
+		if *t.Progress < 0 {
+			warnings = append(warnings, "progress is negative")
+		} else {
+			r.Progress, r.HasProgress = *t.Progress, true
+		}
+	}
+	r.CreatedAt = parseTime("created_at", t.CreatedAt, &warnings)
+	r.FinishedAt = parseTime("finished_at", t.FinishedAt, &warnings)
+	return r, warnings, nil
+}
+
+// decodeFieldByField decodes a document whose fields are not all of the
+// documented types: each field on its own, so that a field of an unexpected
+// type costs only that field.
+func decodeFieldByField(body []byte, wantID string) (*runs.Run, []string, error) {
 	var w wireRun
 	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, nil, fmt.Errorf("malformed JSON: %w", err)
@@ -68,12 +110,12 @@ func DecodeRun(body []byte, wantID string) (*runs.Run, []string, error) {
 		if !ok {
 			warnings = append(warnings, name+" is not a string")
 		}
-		return s
+		return intern(s)
 	}
 
 	r := &runs.Run{
 		ID:         wantID,
-		Status:     runs.Status(status),
+		Status:     runs.Status(intern(status)),
 		GroupID:    optional("group_id", w.GroupID),
 		WorkflowID: optional("workflow_id", w.WorkflowID),
 		Source:     optional("source", w.Source),
@@ -123,6 +165,14 @@ func timeField(name string, raw json.RawMessage, warnings *[]string) time.Time {
 		*warnings = append(*warnings, name+" is not a string")
 		return time.Time{}
 	}
+	return parseTime(name, s, warnings)
+}
+
+// parseTime reads a time; the empty string is no time.
+func parseTime(name, s string, warnings *[]string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
 	for _, layout := range timeLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
 			return t
@@ -147,6 +197,16 @@ func stringField(raw json.RawMessage) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// intern returns one shared copy of s. The texts a run carries besides its
+// ID (workflow, group, source, status) are the same for many runs, and an
+// exporter keeps every run it tracks in memory.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
 }
 
 // excerpt bounds a value the API sent before it goes into an error message

@@ -93,6 +93,8 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"negative grace", "api: {url: https://x}\nruns: {not_found_grace: -1m}", `runs.not_found_grace: "-1m" is not a duration`, nil},
 		{"missing basic auth password file", "api: {url: https://x, basic_auth: {username: u, password_file: nowhere}}",
 			"api.basic_auth.password_file: open", nil},
+		{"secret ref", "api: {url: https://x, authorization: {credentials_ref: vault/token}}",
+			"api.authorization.credentials_ref: secret refs are not supported", nil},
 		{"empty oauth2 secret file", "api: {url: https://x, oauth2: {client_id: c, client_secret_file: s, token_url: 'https://x/t'}}",
 			"api.oauth2.client_secret_file: file", map[string]string{"s": " \n"}},
 		{"malformed run ID", "api: {url: https://x}\nruns: {ids: [" + id1 + ", not-a-uuid]}", `runs.ids[1]: "not-a-uuid" is not a UUID`, nil},
@@ -208,5 +210,25 @@ func TestReadIDsFile(t *testing.T) {
 	}
 	if strings.Join(ids, ",") != id1+","+id2 {
 		t.Errorf("ids = %q", ids)
+	}
+}
+
+func TestIsRunID(t *testing.T) {
+	for s, want := range map[string]bool{
+		id1:                                     true,
+		strings.ToUpper(id1):                    true,
+		"00000000-0000-0000-0000-000000000000":  true,
+		"":                                      false,
+		"3c90c3cc-0d44-4b50-8888-8dd25736052":   false, // short
+		"3c90c3cc-0d44-4b50-8888-8dd25736052aa": false,
+		"3c90c3cc_0d44-4b50-8888-8dd25736052a":  false,
+		"3c90c3cc-0d44-4b50-8888-8dd25736052g":  false,
+		"3c90c3cc-0d44-4b50-88888dd25736052a-":  false,
+		"../../../../../../../../../etc/passwd": false,
+		"3c90c3cc-0d44-4b50-8888-8dd2573605é":   false,
+	} {
+		if got := IsRunID(s); got != want {
+			t.Errorf("IsRunID(%q) = %v, want %v", s, got, want)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-kit/log"
@@ -49,6 +50,12 @@ type Options struct {
 
 // Handler returns every endpoint of the exporter.
 func Handler(o Options) (http.Handler, error) {
+	switch p := o.MetricsPath; {
+	case !strings.HasPrefix(p, "/"):
+		return nil, fmt.Errorf("--web.telemetry-path: %q must start with /", p)
+	case p == "/probe" || strings.HasPrefix(p, "/-/"):
+		return nil, fmt.Errorf("--web.telemetry-path: %q is taken by another endpoint", p)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(o.MetricsPath, metricsHandler(o))
 	if o.Probe != nil {
@@ -238,12 +245,20 @@ func probeHandler(o Options) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout(r))
 		defer cancel()
 		st := o.Probe(ctx, strings.ToLower(id))
+		body := probeBodies.Get().(*[]byte)
+		defer probeBodies.Put(body)
+		*body = o.Runs.AppendRun((*body)[:0], &st)
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		if err := o.Runs.WriteRun(w, &st); err != nil {
+		w.Header().Set("Content-Length", strconv.Itoa(len(*body)))
+		if _, err := w.Write(*body); err != nil {
 			level.Debug(o.Logger).Log("msg", "writing a probe answer failed", "run_id", id, "err", err)
 		}
 	})
 }
+
+// probeBodies hold /probe answers while they are written: a Prometheus with
+// thousands of probe targets asks for one every few milliseconds.
+var probeBodies = sync.Pool{New: func() any { b := make([]byte, 0, 8192); return &b }}
 
 // probeTimeout leaves the probe enough of Prometheus' scrape timeout to
 // answer with what is known when the API is slow, as blackbox_exporter

@@ -366,3 +366,13 @@ func TestAcceptsGzip(t *testing.T) {
 		}
 	}
 }
+
+func TestBadTelemetryPathIsAnError(t *testing.T) {
+	for _, path := range []string{"", "metrics", "/probe", "/-/ready", "/-/reload"} {
+		_, err := Handler(Options{MetricsPath: path, Runs: collector.NewStore(100), Self: prometheus.NewRegistry(),
+			Ready: func() bool { return true }, Reload: func() error { return nil }})
+		if err == nil || !strings.Contains(err.Error(), "--web.telemetry-path") {
+			t.Errorf("--web.telemetry-path=%q: %v, want an error naming the flag", path, err)
+		}
+	}
+}

@@ -3,6 +3,9 @@
 package idsfile
 
 import (
+	"bytes"
+	"fmt"
+	"os"
 	"slices"
 
 	"github.com/go-kit/log"
@@ -35,6 +38,10 @@ type Watcher struct {
 	current []string // the IDs in force
 	seen    []string // the changed IDs read once, in state changeSeen
 	lastErr string   // the last error logged
+	// lastData and lastIDs are the last file content that parsed, and its
+	// IDs: a file read the same is not parsed again.
+	lastData []byte
+	lastIDs  []string
 }
 
 // New watches path, whose IDs in force are current.
@@ -45,7 +52,7 @@ func New(logger log.Logger, path string, current []string) *Watcher {
 // Check reads the file once. It returns the new list and true when a change
 // is confirmed.
 func (w *Watcher) Check() ([]string, bool) {
-	ids, err := config.ReadIDsFile(w.path)
+	ids, err := w.read()
 	if err != nil {
 		// A broken read breaks "two checks in a row": a change seen before
 		// it must be seen again after it.
@@ -71,4 +78,24 @@ func (w *Watcher) Check() ([]string, bool) {
 		w.state, w.seen = changeSeen, ids
 		return nil, false
 	}
+}
+
+// read returns the file's IDs.
+func (w *Watcher) read() ([]string, error) {
+	data, err := os.ReadFile(w.path)
+	if err != nil {
+		return nil, fmt.Errorf("runs.ids_file: %w", err)
+	}
+	if w.lastData != nil && bytes.Equal(data, w.lastData) {
+		return w.lastIDs, nil
+	}
+	ids, err := config.ParseIDsFile(w.path, data)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Equal(ids, w.current) {
+		ids = w.current // one copy of the strings, not two
+	}
+	w.lastData, w.lastIDs = data, ids
+	return ids, nil
 }

@@ -31,8 +31,11 @@ type Fetcher interface {
 // in order; the run metrics store implements it. It must not keep st.
 type Publisher interface {
 	Update(st *runs.State)
-	Delete(id string)
-	SetProgressMax(v float64)
+	// Delete removes runs; many at once cost much less than one by one.
+	Delete(ids ...string)
+	// Reset replaces every run with states, rendered with a new
+	// api.progress_max.
+	Reset(progressMax float64, states []*runs.State)
 	AddFinished(fs []runs.Finish)
 }
 
@@ -123,6 +126,9 @@ type Poller struct {
 	ready      atomic.Bool
 	wake       chan struct{}
 
+	// waiting counts requests waiting for a slot, for the tests.
+	waiting atomic.Int32
+
 	mu       sync.Mutex // guards everything below
 	fetcher  Fetcher
 	users    map[Fetcher]int // requests under way per client, to close a replaced one when idle
@@ -131,6 +137,10 @@ type Poller struct {
 	slots    chan struct{} // one per request in flight, shared by cycles and probes
 	entries  map[string]*entry
 	pending  int // tracked runs not attempted yet
+	// counted holds, without a journal, the IDs of counted runs dropped
+	// from memory: a few dozen bytes each instead of a whole entry, so that
+	// a run listed or probed again is not counted twice.
+	counted map[string]struct{}
 }
 
 // New returns a poller; call Apply before Run.
@@ -157,6 +167,7 @@ func New(o Options) *Poller {
 		slots:     make(chan struct{}, 1),
 		entries:   map[string]*entry{},
 		users:     map[Fetcher]int{},
+		counted:   map[string]struct{}{},
 	}
 }
 
@@ -167,30 +178,27 @@ func New(o Options) *Poller {
 // stay is kept: a finished run is not fetched again after a reload.
 func (p *Poller) Apply(f Fetcher, s Settings) {
 	p.mu.Lock()
-	newMax := !p.applied || s.ProgressMax != p.settings.ProgressMax
-	if newMax {
-		p.out.SetProgressMax(s.ProgressMax)
+	if !p.applied || s.ProgressMax != p.settings.ProgressMax {
+		// The ratio of every run changes with api.progress_max.
+		var states []*runs.State
+		for _, e := range p.entries {
+			if e.tracked && !e.state.Retired {
+				states = append(states, &e.state)
+			}
+		}
+		p.out.Reset(s.ProgressMax, states)
 	}
 	if !p.applied || s.Concurrency != p.settings.Concurrency {
 		// Requests in flight give their slot back to the channel they
 		// took it from, so the old one simply drains.
 		p.slots = make(chan struct{}, s.Concurrency)
 	}
-	reapplied := p.applied
 	if old := p.fetcher; old != nil && old != f && p.users[old] == 0 {
 		closeIdle(old)
 	}
 	p.fetcher, p.settings, p.applied = f, s, true
 	p.limiter.SetLimit(rate.Limit(s.MaxRequestsPerSecond))
 	p.track(s.IDs)
-	if newMax && reapplied {
-		// The ratio of every run changes with api.progress_max.
-		for _, e := range p.entries {
-			if e.tracked && !e.state.Retired {
-				p.out.Update(&e.state)
-			}
-		}
-	}
 	p.metrics.trackedRuns.Set(float64(len(s.IDs)))
 	p.mu.Unlock()
 	select {
@@ -229,14 +237,17 @@ func closeIdle(f Fetcher) {
 
 // track makes ids the tracked runs. Called with p.mu held.
 func (p *Poller) track(ids []string) {
+	now := p.now()
 	keep := make(map[string]struct{}, len(ids))
 	for _, id := range ids {
 		keep[id] = struct{}{}
 		e := p.entry(id)
 		if e.tracked {
+			p.unretire(e, now)
 			continue
 		}
 		e.tracked = true
+		p.unretire(e, now)
 		if e.state.Retired {
 			continue
 		}
@@ -245,6 +256,7 @@ func (p *Poller) track(ids []string) {
 		}
 		p.out.Update(&e.state)
 	}
+	var gone []string
 	for id, e := range p.entries {
 		if _, ok := keep[id]; ok || !e.tracked {
 			continue
@@ -253,11 +265,27 @@ func (p *Poller) track(ids []string) {
 		if !e.attempted {
 			p.pending--
 		}
-		p.out.Delete(id)
+		gone = append(gone, id)
 		p.forget(id, e)
 	}
+	p.out.Delete(gone...)
 	if p.pending == 0 {
 		p.ready.Store(true)
+	}
+}
+
+// unretire exports a retired run again when runs.finished_retention no
+// longer drops it (set to 0, or made longer). Called with p.mu held.
+func (p *Poller) unretire(e *entry, now time.Time) {
+	if !e.state.Retired || e.state.RetentionOver(now, p.settings.FinishedRetention) {
+		return
+	}
+	e.state.Retired = false
+	if e.tracked {
+		p.out.Update(&e.state)
+	}
+	if p.journal != nil {
+		p.journal.Put(e.state, nil)
 	}
 }
 
@@ -268,6 +296,10 @@ func (p *Poller) entry(id string) *entry {
 		return e
 	}
 	e := &entry{state: runs.State{ID: id}}
+	if _, ok := p.counted[id]; ok {
+		e.state.Counted = true
+		delete(p.counted, id)
+	}
 	if p.journal != nil {
 		st, ok, err := p.journal.Get(id)
 		if err != nil {
@@ -284,8 +316,9 @@ func (p *Poller) entry(id string) *entry {
 }
 
 // forget drops a run from memory once nothing needs it there: neither the
-// configuration nor a recent probe. Without a journal a counted run stays,
-// so that a run taken off the list and put back is not counted twice.
+// configuration nor a recent probe. Without a journal a counted run leaves
+// its ID in p.counted, so that it is not counted again if it comes back
+// (it is fetched again then: its data is gone).
 func (p *Poller) forget(id string, e *entry) {
 	if e.tracked || e.probe != nil {
 		return
@@ -294,7 +327,7 @@ func (p *Poller) forget(id string, e *entry) {
 		return
 	}
 	if p.journal == nil && e.state.Counted {
-		return
+		p.counted[id] = struct{}{}
 	}
 	delete(p.entries, id)
 }
@@ -342,6 +375,7 @@ func (p *Poller) cycle(ctx context.Context) time.Duration {
 	p.mu.Lock()
 	s := p.settings
 	var todo []string
+	var retired []string
 	for _, id := range s.IDs {
 		e := p.entries[id]
 		if e == nil || !e.tracked {
@@ -349,11 +383,13 @@ func (p *Poller) cycle(ctx context.Context) time.Duration {
 		}
 		if e.state.Finished() && !e.state.Retired && e.state.RetentionOver(start, s.FinishedRetention) {
 			p.retire(e)
+			retired = append(retired, id)
 		}
 		if e.due() {
 			todo = append(todo, id)
 		}
 	}
+	p.out.Delete(retired...)
 	for id, e := range p.entries {
 		if !e.tracked {
 			p.forget(id, e)
@@ -399,12 +435,11 @@ feed:
 	return s.Interval
 }
 
-// retire drops a finished run's series once runs.finished_retention has
-// passed. It stays known, counted and never fetched again. Called with
-// p.mu held.
+// retire marks a finished run whose runs.finished_retention has passed: the
+// caller drops its series. It stays known, counted and never fetched
+// again. Called with p.mu held.
 func (p *Poller) retire(e *entry) {
 	e.state.Retired = true
-	p.out.Delete(e.state.ID)
 	if p.journal != nil {
 		p.journal.Put(e.state, nil)
 	}
@@ -481,27 +516,36 @@ func (p *Poller) pause(d time.Duration, reason api.Reason) {
 
 // waitTurn blocks until no pause is in force, the rate limiter allows a
 // request and a slot is free. release gives the slot back.
+// The slot comes first: a request waiting for one must not hold a token of
+// the rate limiter, or the requests that waited would all start at once
+// when slots free up, beyond max_requests_per_second. The pause is checked
+// last, so a pause that began while a request waited holds it too.
 func (p *Poller) waitTurn(ctx context.Context) (release func(), err error) {
-	for {
-		wait := time.Duration(p.pauseUntil.Load() - time.Now().UnixNano())
-		if wait <= 0 {
-			break
-		}
-		if err := sleep(ctx, wait); err != nil {
-			return nil, err
-		}
-	}
-	if err := p.limiter.Wait(ctx); err != nil {
-		return nil, err
-	}
 	p.mu.Lock()
 	slots := p.slots
 	p.mu.Unlock()
+	p.waiting.Add(1)
 	select {
 	case slots <- struct{}{}:
-		return func() { <-slots }, nil
+		p.waiting.Add(-1)
 	case <-ctx.Done():
+		p.waiting.Add(-1)
 		return nil, ctx.Err()
+	}
+	release = func() { <-slots }
+	if err := p.limiter.Wait(ctx); err != nil {
+		release()
+		return nil, err
+	}
+	for {
+		wait := time.Duration(p.pauseUntil.Load() - time.Now().UnixNano())
+		if wait <= 0 {
+			return release, nil
+		}
+		if err := sleep(ctx, wait); err != nil {
+			release()
+			return nil, err
+		}
 	}
 }
 
@@ -547,8 +591,12 @@ func (p *Poller) record(id string, res result, probe bool) {
 	} else {
 		reason := api.ReasonOf(res.err)
 		p.metrics.fetchErrors.WithLabelValues(string(reason)).Inc()
+		before := e.state
 		e.state.Failed(string(reason), reason == api.ReasonNotFound, now, p.settings.NotFoundGrace)
 		p.logFailure(e, reason, res.err, probe)
+		if e.state == before {
+			return // the same failure again: nothing to render or store
+		}
 	}
 	if e.tracked && !e.state.Retired {
 		p.out.Update(&e.state)
@@ -586,8 +634,14 @@ func (p *Poller) logDrift(e *entry, warnings []string) {
 // counters and fetch_success show that it goes on. 401/403 in a cycle are
 // summed up in one line by cycle.
 func (p *Poller) logFailure(e *entry, reason api.Reason, err error, probe bool) {
+	if probe {
+		// Probes of thousands of targets would flood the log; and a
+		// tracked run's first failure is for its poll cycle to report.
+		level.Debug(p.logger).Log("msg", "fetching run failed", "run_id", e.state.ID, "reason", reason, "err", err)
+		return
+	}
 	logAt := level.Debug
-	if reason != e.failReason && reason != api.ReasonUnauthorized && !probe {
+	if reason != e.failReason && reason != api.ReasonUnauthorized {
 		logAt = level.Warn
 	}
 	e.failReason = reason

@@ -138,6 +138,7 @@ type publisher struct {
 	updates  int
 	finishes []runs.Finish
 	max      float64
+	resets   int
 }
 
 func (p *publisher) Update(st *runs.State) {
@@ -147,16 +148,23 @@ func (p *publisher) Update(st *runs.State) {
 	p.updates++
 }
 
-func (p *publisher) Delete(id string) {
+func (p *publisher) Delete(ids ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.states, id)
+	for _, id := range ids {
+		delete(p.states, id)
+	}
 }
 
-func (p *publisher) SetProgressMax(v float64) {
+func (p *publisher) Reset(progressMax float64, states []*runs.State) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.max = v
+	p.max = progressMax
+	p.states = map[string]runs.State{}
+	for _, st := range states {
+		p.states[st.ID] = *st
+	}
+	p.resets++
 }
 
 func (p *publisher) AddFinished(fs []runs.Finish) {
@@ -501,11 +509,15 @@ func TestProgressMaxChangeRendersEveryRunAgain(t *testing.T) {
 	h.api.set("a", ok(runs.StatusCompleted, 100))
 	h.api.set("b", ok(runs.StatusRunning, 5))
 	h.cycle()
-	before := h.out.updates
+	resets := h.out.resets
 	h.s.ProgressMax = 1000
 	h.apply()
-	if h.out.max != 1000 || h.out.updates-before != 2 {
-		t.Errorf("after a progress_max change: max %v, %d updates; want 1000 and both runs again", h.out.max, h.out.updates-before)
+	if h.out.max != 1000 || h.out.resets != resets+1 || len(h.out.states) != 2 {
+		t.Errorf("after a progress_max change: max %v, %d resets with %d runs; want 1000 and one reset with both runs", h.out.max, h.out.resets-resets, len(h.out.states))
+	}
+	h.apply()
+	if h.out.resets != resets+1 {
+		t.Error("a reload without a progress_max change rendered every run again")
 	}
 }
 
@@ -669,8 +681,15 @@ func TestFinishedRunsAreCountedOnce(t *testing.T) {
 			if got := h.out.finishes[0]; got.Key.Status != runs.StatusFailed || !got.HasDuration || got.Duration != time.Minute {
 				t.Errorf("finish = %+v, want failed with a 1m duration", got)
 			}
-			if got := h.api.callsOf("r"); got != 2 {
-				t.Errorf("r fetched %d times, want 2: a finished run re-added is answered from what is known", got)
+			// With a journal a finished run put back on the list is answered
+			// from what is known; without one only its ID is remembered, so
+			// it is fetched once more (and not counted again).
+			want := 2
+			if !withJournal {
+				want = 3
+			}
+			if got := h.api.callsOf("r"); got != want {
+				t.Errorf("r fetched %d times, want %d", got, want)
 			}
 		})
 	}
@@ -809,7 +828,9 @@ func TestConcurrentProbesShareOneFetch(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(20 * time.Millisecond)
+	// One fetch for p and one for q wait for a slot; the eight other
+	// probes wait for those fetches.
+	waitFor(t, "two probe fetches waiting for a slot", func() bool { return h.p.waiting.Load() == 2 })
 	if n := h.api.totalCalls(); n != 2 {
 		t.Errorf("%d requests while the cycle holds every slot, want 2", n)
 	}
@@ -889,5 +910,97 @@ func TestReplacedClientIsClosedOnceIdle(t *testing.T) {
 	}
 	if n := next.closed.Load(); n != 0 {
 		t.Errorf("the client in force was closed")
+	}
+}
+
+// TestRateLimitHoldsWhenRequestsQueue: requests that waited for a slot must
+// not start together when it frees: the rate limit spaces them still.
+func TestRateLimitHoldsWhenRequestsQueue(t *testing.T) {
+	h := newHarness(false, "slow")
+	h.s.Concurrency, h.s.MaxRequestsPerSecond = 1, 20
+	h.apply()
+	h.api.set("slow", ok(runs.StatusRunning, 1))
+	hold := make(chan struct{})
+	h.api.hold = map[string]chan struct{}{"slow": hold}
+	cycleDone := make(chan struct{})
+	go func() { h.cycle(); close(cycleDone) }()
+	waitFor(t, "the slow request in flight", func() bool { return h.api.inFlightNow() == 1 })
+	var wg sync.WaitGroup
+	for i := range 8 {
+		id := fmt.Sprint("probe-", i)
+		h.api.set(id, ok(runs.StatusRunning, 1))
+		wg.Go(func() { h.p.Probe(context.Background(), id) })
+	}
+	waitFor(t, "eight probes waiting for the slot", func() bool { return h.p.waiting.Load() == 8 })
+	time.Sleep(300 * time.Millisecond) // long enough to fill a token bucket that were filling
+	close(hold)
+	wg.Wait()
+	<-cycleDone
+	starts := h.api.starts[1:] // the queued requests
+	if len(starts) != 8 {
+		t.Fatalf("%d queued requests, want 8", len(starts))
+	}
+	// At 20 requests/s, 8 requests take at least 7 × 50 ms.
+	if took := starts[7].Sub(starts[0]); took < 300*time.Millisecond {
+		t.Errorf("8 queued requests started within %s; the rate limit (20/s) wants 350ms", took)
+	}
+}
+
+func TestIdleProbedRunsAreForgottenWithoutAJournal(t *testing.T) {
+	h := newHarness(false)
+	h.api.set("p", ok(runs.StatusCompleted, 100))
+	h.p.Probe(context.Background(), "p")
+	h.clock.advance(2 * time.Hour)
+	h.cycle()
+	h.p.mu.Lock()
+	_, inMemory := h.p.entries["p"]
+	_, remembered := h.p.counted["p"]
+	h.p.mu.Unlock()
+	if inMemory || !remembered {
+		t.Fatalf("after 2h without a probe: entry kept %v, ID remembered %v; want only the ID", inMemory, remembered)
+	}
+	if st := h.p.Probe(context.Background(), "p"); !st.FetchOK || !st.Counted {
+		t.Errorf("probed again: %+v, want fetched and counted", st)
+	}
+	if h.out.finished() != 1 {
+		t.Errorf("counted %d times, want 1", h.out.finished())
+	}
+}
+
+func TestRetiredRunsComeBackWhenRetentionIsLifted(t *testing.T) {
+	h := newHarness(false, "r")
+	h.s.FinishedRetention = time.Minute
+	h.apply()
+	h.api.set("r", ok(runs.StatusCompleted, 100))
+	h.cycle()
+	h.clock.advance(2 * time.Minute)
+	h.cycle()
+	if _, ok := h.out.state("r"); ok {
+		t.Fatal("not retired")
+	}
+	h.s.FinishedRetention = 0
+	h.apply()
+	if st, ok := h.out.state("r"); !ok || st.Retired {
+		t.Errorf("with finished_retention 0 the run is not exported again: %+v %v", st, ok)
+	}
+	if h.api.callsOf("r") != 1 {
+		t.Errorf("fetched %d times, want 1", h.api.callsOf("r"))
+	}
+}
+
+func TestTheSameFailureAgainChangesNothing(t *testing.T) {
+	h := newHarness(true, "r")
+	h.api.set("r", ok(runs.StatusRunning, 1), fail(api.ReasonServerError))
+	h.cycle()
+	h.cycle()
+	updates, puts := h.out.updates, h.j.puts
+	for range 3 {
+		h.cycle()
+	}
+	if h.out.updates != updates || h.j.puts != puts {
+		t.Errorf("three more identical failures: %d renders, %d writes; want none", h.out.updates-updates, h.j.puts-puts)
+	}
+	if got := h.fetchErrors(api.ReasonServerError); got != 4 {
+		t.Errorf("server_error errors = %v, want 4: each failure is still counted", got)
 	}
 }

@@ -18,16 +18,20 @@ func (p *Poller) Probe(ctx context.Context, id string) runs.State {
 	e := p.entry(id)
 	now := p.now()
 	e.probed = now
+	call := e.probe
 	fresh := !e.lastAttempt.IsZero() && now.Sub(e.lastAttempt) < p.settings.Interval
-	if e.state.Finished() || fresh || !p.applied {
+	if call == nil && (e.state.Finished() || fresh || !p.applied) {
 		st := e.state
 		p.mu.Unlock()
 		return st
 	}
-	call := e.probe
 	if call == nil {
 		call = &probeCall{done: make(chan struct{})}
 		e.probe = call
+		// Counted from the start: a fetch cut short by the probe's deadline
+		// still waits an interval before the next, so an API slower than
+		// the scrape timeout is not asked on every scrape.
+		e.lastAttempt = now
 		p.mu.Unlock()
 		res := p.fetch(ctx, id, 1)
 		p.record(id, res, true)

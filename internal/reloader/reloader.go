@@ -28,6 +28,9 @@ type Plan struct {
 	// IDs are the run IDs this instance owns: runs.ids and runs.ids_file,
 	// filtered by the shard.
 	IDs []string
+	// FileIDs are the IDs read from runs.ids_file, which its watcher
+	// starts from.
+	FileIDs []string
 	// Configured is how many run IDs the configuration lists in all shards.
 	Configured int
 	Client     *api.Client
@@ -42,14 +45,16 @@ func Prepare(load func() (*config.Config, error), sh shard.Assignment, instrumen
 	if err != nil {
 		return nil, err
 	}
-	ids, err := cfg.RunIDs()
+	var fromFile []string
+	if cfg.Runs.IDsFile != "" {
+		if fromFile, err = config.ReadIDsFile(cfg.Runs.IDsFile); err != nil {
+			return nil, err
+		}
+	}
+	ids, err := cfg.CombineIDs(fromFile)
 	if err != nil {
 		return nil, err
 	}
-	return plan(cfg, ids, sh, instrument)
-}
-
-func plan(cfg *config.Config, ids []string, sh shard.Assignment, instrument func(http.RoundTripper) http.RoundTripper) (*Plan, error) {
 	client, err := api.NewClient(api.Options{
 		URL:              cfg.API.URL,
 		Timeout:          cfg.API.Timeout.Duration,
@@ -60,7 +65,7 @@ func plan(cfg *config.Config, ids []string, sh shard.Assignment, instrument func
 	if err != nil {
 		return nil, err
 	}
-	return &Plan{Config: cfg, IDs: sh.Filter(ids), Configured: len(ids), Client: client}, nil
+	return &Plan{Config: cfg, IDs: sh.Filter(ids), FileIDs: fromFile, Configured: len(ids), Client: client}, nil
 }
 
 // settings are what the poller takes from a plan.
@@ -139,8 +144,7 @@ func (r *Reloader) apply(p *Plan) {
 	r.plan = p
 	r.watcher = nil
 	if f := p.Config.Runs.IDsFile; f != "" {
-		fromFile, _ := config.ReadIDsFile(f) // read without error by Prepare a moment ago
-		r.watcher = idsfile.New(r.o.Logger, f, fromFile)
+		r.watcher = idsfile.New(r.o.Logger, f, p.FileIDs)
 	}
 	r.o.Poller.Apply(p.Client, p.settings())
 }
@@ -176,19 +180,8 @@ func (r *Reloader) CheckIDsFile() {
 		return
 	}
 	next := *r.plan
-	next.IDs, next.Configured = r.o.Shard.Filter(ids), len(ids)
+	next.IDs, next.FileIDs, next.Configured = r.o.Shard.Filter(ids), fromFile, len(ids)
 	r.plan = &next
 	level.Info(r.o.Logger).Log("msg", "runs.ids_file changed", "runs", len(next.IDs), "configured_runs", next.Configured)
 	r.o.Poller.Apply(next.Client, next.settings())
-}
-
-// Config returns the configuration in force, or nil before the first
-// successful load.
-func (r *Reloader) Config() *config.Config {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.plan == nil {
-		return nil
-	}
-	return r.plan.Config
 }

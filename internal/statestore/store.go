@@ -7,8 +7,9 @@
 // counters instead of restarting them at 0. Changes are queued by Put and
 // committed in the background by Run, so the poller never waits on the
 // disk; a run's "counted" mark and the totals increment for it are committed
-// in one transaction, so a crash at any moment never counts a run twice or
-// loses a count that was reported.
+// in one transaction, so a crash at any moment never counts a run twice, and
+// the exporter shows a count only once it is on disk (while commits fail,
+// counts are shown from memory, and a crash then loses them).
 package statestore
 
 import (
@@ -477,8 +478,8 @@ func addTotal(tb *bolt.Bucket, f runs.Finish, arena *[]byte) error {
 	return tb.Put(k, sub(arena, func(b []byte) []byte { return appendTotal(b, t[f.Key]) }))
 }
 
-// Get returns a run's last committed state; ok is false when the store has
-// none. Queued changes are not seen until committed.
+// Get returns a run's latest state, a queued change included; ok is false
+// when the store has none.
 func (s *Store) Get(id string) (st runs.State, ok bool, err error) {
 	key := keyOf(id)
 	if len(key) == 0 || len(key) > bolt.MaxKeySize {
@@ -515,8 +516,8 @@ func (s *Store) Get(id string) (st runs.State, ok bool, err error) {
 	return st, ok, nil
 }
 
-// States returns every stored run's committed state, in key order: what a
-// restart starts from.
+// States returns every stored run's committed state, in key order (for
+// tests and tools; the exporter reads the runs it tracks with Get).
 func (s *Store) States() ([]runs.State, error) {
 	var out []runs.State
 	err := guard(func() error {

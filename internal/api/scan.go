@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"sync"
 	"unicode/utf8"
 
@@ -39,39 +40,57 @@ func scanDocumented(body []byte) (t *documented, ok bool) {
 		return nil, false
 	}
 	t = &documented{}
-	ok = true
-	obj, _ := v.Object()
-	obj.Visit(func(key []byte, v *fastjson.Value) {
-		if !ok {
-			return
-		}
+	ok = visit(v, t, topLevelTexts, func(key []byte, v *fastjson.Value) bool {
 		switch string(key) {
-		case "id":
-			ok = str(v, &t.ID)
-		case "group_id":
-			ok = str(v, &t.GroupID)
-		case "workflow_id":
-			ok = str(v, &t.WorkflowID)
-		case "status":
-			ok = str(v, &t.Status)
-		case "created_at":
-			ok = str(v, &t.CreatedAt)
-		case "finished_at":
-			ok = str(v, &t.FinishedAt)
-		case "source":
-			ok = str(v, &t.Source)
 		case "progress":
-			ok = number(v, &t.Progress)
+			return number(v, &t.Progress)
 		case "workflow":
-			ok = workflow(v, t)
-		default:
-			ok = !knownKeyInOtherCase(key, topLevelKeys)
+			return workflow(v, t)
 		}
+		return !knownKeyInOtherCase(key, topLevelKeys)
 	})
 	if !ok {
 		return nil, false
 	}
 	return t, true
+}
+
+// textField finds where a text member goes.
+type textField func(*documented) *string
+
+var (
+	topLevelTexts = map[string]textField{
+		"id":          func(t *documented) *string { return &t.ID },
+		"group_id":    func(t *documented) *string { return &t.GroupID },
+		"workflow_id": func(t *documented) *string { return &t.WorkflowID },
+		"status":      func(t *documented) *string { return &t.Status },
+		"created_at":  func(t *documented) *string { return &t.CreatedAt },
+		"finished_at": func(t *documented) *string { return &t.FinishedAt },
+		"source":      func(t *documented) *string { return &t.Source },
+	}
+	workflowTexts = map[string]textField{
+		"id":   func(t *documented) *string { return &t.Workflow.ID },
+		"name": func(t *documented) *string { return &t.Workflow.Name },
+		"type": func(t *documented) *string { return &t.Workflow.Type },
+	}
+)
+
+// visit reads an object's members: the texts into t, the others with
+// other. It reports whether every member could be read.
+func visit(v *fastjson.Value, t *documented, texts map[string]textField, other func(key []byte, v *fastjson.Value) bool) bool {
+	obj, _ := v.Object()
+	ok := true
+	obj.Visit(func(key []byte, v *fastjson.Value) {
+		if !ok {
+			return
+		}
+		if field, isText := texts[string(key)]; isText {
+			ok = str(v, field(t))
+		} else {
+			ok = other(key, v)
+		}
+	})
+	return ok
 }
 
 var (
@@ -83,7 +102,7 @@ var (
 // "ID" would be read as id there.
 func knownKeyInOtherCase(key []byte, known []string) bool {
 	for _, k := range known {
-		if bytes.EqualFold(key, []byte(k)) {
+		if len(key) == len(k) && strings.EqualFold(string(key), k) {
 			return true
 		}
 	}
@@ -101,24 +120,9 @@ func workflow(v *fastjson.Value, t *documented) bool {
 	}
 	// A workflow given twice: encoding/json keeps the last object whole.
 	t.Workflow.ID, t.Workflow.Name, t.Workflow.Type = "", "", ""
-	obj, _ := v.Object()
-	ok := true
-	obj.Visit(func(key []byte, v *fastjson.Value) {
-		if !ok {
-			return
-		}
-		switch string(key) {
-		case "id":
-			ok = str(v, &t.Workflow.ID)
-		case "name":
-			ok = str(v, &t.Workflow.Name)
-		case "type":
-			ok = str(v, &t.Workflow.Type)
-		default:
-			ok = !knownKeyInOtherCase(key, workflowKeys)
-		}
+	return visit(v, t, workflowTexts, func(key []byte, _ *fastjson.Value) bool {
+		return !knownKeyInOtherCase(key, workflowKeys)
 	})
-	return ok
 }
 
 // str reads a string or null (""). A string that is not valid UTF-8 once

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -267,6 +268,32 @@ func serve(t *testing.T, h http.Handler, timeouts ServerTimeouts) (string, chan 
 	return ln.Addr().String(), closed
 }
 
+// newLargeFixture holds 3000 runs: a scrape body far larger than the
+// socket buffers, so a client that stops reading stalls the scrape.
+func newLargeFixture(t *testing.T) *fixture {
+	f := newFixture(t, false, 0)
+	for i := range 3000 {
+		f.store.Update(fetched(fmt.Sprintf("%08x-0d44-4b50-8888-8dd25736052a", i), runs.StatusRunning))
+	}
+	return f
+}
+
+// stallScrape starts a scrape of /metrics from a client that reads its first
+// bytes and no more; the connection closes when the test ends.
+func stallScrape(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if _, err := conn.Read(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestClientWithoutHeadersIsCutOff: a client that never finishes its
 // request headers loses its connection after ReadHeaderTimeout.
 func TestClientWithoutHeadersIsCutOff(t *testing.T) {
@@ -289,19 +316,9 @@ func TestClientWithoutHeadersIsCutOff(t *testing.T) {
 // TestSlowReaderIsCutOff: a client that reads a scrape too slowly cannot
 // hold the connection beyond WriteTimeout.
 func TestSlowReaderIsCutOff(t *testing.T) {
-	f := newFixture(t, false, 0)
-	for i := range 3000 { // a body far larger than the socket buffers
-		f.store.Update(fetched(strings.Replace(runID, "3c90", string(rune('a'+i%26))+string(rune('a'+i/26%26))+string(rune('a'+i/676%26))+"0", 1), runs.StatusRunning))
-	}
+	f := newLargeFixture(t)
 	addr, closed := serve(t, f.handler, ServerTimeouts{ReadHeader: time.Minute, Read: time.Minute, Write: 300 * time.Millisecond, Idle: time.Minute})
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.(*net.TCPConn).SetReadBuffer(4096)
-	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
-	conn.Read(make([]byte, 100)) // the scrape has started; the client reads no more
+	stallScrape(t, addr)
 	// The server gives up writing at 300 ms and closes its end, with its
 	// handler and goroutine done, whatever the client does.
 	select {
@@ -315,20 +332,9 @@ func TestSlowReaderIsCutOff(t *testing.T) {
 // that does not read, the store takes updates at once, and another scrape
 // sees them: the poller never waits on a scrape.
 func TestStalledScrapeDoesNotHoldUpdates(t *testing.T) {
-	f := newFixture(t, false, 0)
-	for i := range 3000 {
-		f.store.Update(fetched(strings.Replace(runID, "3c90", string(rune('a'+i%26))+string(rune('a'+i/26%26))+string(rune('a'+i/676%26))+"0", 1), runs.StatusRunning))
-	}
+	f := newLargeFixture(t)
 	addr, _ := serve(t, f.handler, ServerTimeouts{ReadHeader: time.Minute, Read: time.Minute, Write: time.Minute, Idle: time.Minute})
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.(*net.TCPConn).SetReadBuffer(4096)
-	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
-	conn.Read(make([]byte, 100)) // the scrape has started, and stalls now
-	time.Sleep(100 * time.Millisecond)
+	stallScrape(t, addr)
 
 	done := make(chan struct{})
 	go func() {

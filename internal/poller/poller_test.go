@@ -3,7 +3,6 @@ package poller
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -750,6 +749,15 @@ func TestFinishedRetentionDropsSeriesButKeepsTheCount(t *testing.T) {
 	if h.api.callsOf("r") != 1 || h.out.finished() != 1 || !h.j.states["r"].Retired {
 		t.Errorf("fetched %d times (want 1), counted %d (want 1), retired in store %v", h.api.callsOf("r"), h.out.finished(), h.j.states["r"].Retired)
 	}
+	// Lifting the retention brings the run back, still without a request.
+	h.s.FinishedRetention = 0
+	h.apply()
+	if st, ok := h.out.state("r"); !ok || st.Retired || h.j.states["r"].Retired {
+		t.Errorf("with finished_retention 0 the run is not exported again: %+v %v", st, ok)
+	}
+	if h.api.callsOf("r") != 1 {
+		t.Errorf("fetched %d times, want 1", h.api.callsOf("r"))
+	}
 }
 
 func TestStatusAndProgressTimestamps(t *testing.T) {
@@ -857,25 +865,6 @@ func TestProbeGivesUpAtItsDeadline(t *testing.T) {
 	}
 }
 
-func TestIdleProbedRunsAreForgottenWithAJournal(t *testing.T) {
-	h := newHarness(true)
-	h.api.set("p", ok(runs.StatusCompleted, 100))
-	h.p.Probe(context.Background(), "p")
-	h.clock.advance(2 * time.Hour)
-	h.cycle()
-	h.p.mu.Lock()
-	_, inMemory := h.p.entries["p"]
-	h.p.mu.Unlock()
-	if inMemory {
-		t.Error("a run probed 2h ago is still in memory")
-	}
-	if st := h.p.Probe(context.Background(), "p"); !st.Counted || h.api.callsOf("p") != 1 {
-		t.Errorf("probed again: %+v after %d requests; want restored from the journal without a request", st, h.api.callsOf("p"))
-	}
-	if !slices.Equal([]int{h.out.finished()}, []int{1}) {
-		t.Errorf("counted %d times, want 1", h.out.finished())
-	}
-}
 
 // closingAPI counts CloseIdleConnections calls.
 type closingAPI struct {
@@ -946,47 +935,40 @@ func TestRateLimitHoldsWhenRequestsQueue(t *testing.T) {
 	}
 }
 
-func TestIdleProbedRunsAreForgottenWithoutAJournal(t *testing.T) {
-	h := newHarness(false)
-	h.api.set("p", ok(runs.StatusCompleted, 100))
-	h.p.Probe(context.Background(), "p")
-	h.clock.advance(2 * time.Hour)
-	h.cycle()
-	h.p.mu.Lock()
-	_, inMemory := h.p.entries["p"]
-	_, remembered := h.p.counted["p"]
-	h.p.mu.Unlock()
-	if inMemory || !remembered {
-		t.Fatalf("after 2h without a probe: entry kept %v, ID remembered %v; want only the ID", inMemory, remembered)
-	}
-	if st := h.p.Probe(context.Background(), "p"); !st.FetchOK || !st.Counted {
-		t.Errorf("probed again: %+v, want fetched and counted", st)
-	}
-	if h.out.finished() != 1 {
-		t.Errorf("counted %d times, want 1", h.out.finished())
+// TestIdleProbedRunsAreForgotten: a run /probe stopped asking for leaves
+// memory after an hour. With a journal it is read back from there when asked
+// for again, without a request; without one only its ID stays, so it is
+// fetched again but not counted twice.
+func TestIdleProbedRunsAreForgotten(t *testing.T) {
+	for _, withJournal := range []bool{true, false} {
+		t.Run(fmt.Sprintf("journal=%v", withJournal), func(t *testing.T) {
+			h := newHarness(withJournal)
+			h.api.set("p", ok(runs.StatusCompleted, 100))
+			h.p.Probe(context.Background(), "p")
+			h.clock.advance(2 * time.Hour)
+			h.cycle()
+			h.p.mu.Lock()
+			_, inMemory := h.p.entries["p"]
+			_, remembered := h.p.counted["p"]
+			h.p.mu.Unlock()
+			if inMemory || remembered == withJournal {
+				t.Fatalf("after 2h without a probe: entry kept %v, ID kept %v", inMemory, remembered)
+			}
+			st := h.p.Probe(context.Background(), "p")
+			wantCalls := 1
+			if !withJournal {
+				wantCalls = 2
+			}
+			if !st.FetchOK || !st.Counted || h.api.callsOf("p") != wantCalls {
+				t.Errorf("probed again: %+v after %d requests, want %d", st, h.api.callsOf("p"), wantCalls)
+			}
+			if h.out.finished() != 1 {
+				t.Errorf("counted %d times, want 1", h.out.finished())
+			}
+		})
 	}
 }
 
-func TestRetiredRunsComeBackWhenRetentionIsLifted(t *testing.T) {
-	h := newHarness(false, "r")
-	h.s.FinishedRetention = time.Minute
-	h.apply()
-	h.api.set("r", ok(runs.StatusCompleted, 100))
-	h.cycle()
-	h.clock.advance(2 * time.Minute)
-	h.cycle()
-	if _, ok := h.out.state("r"); ok {
-		t.Fatal("not retired")
-	}
-	h.s.FinishedRetention = 0
-	h.apply()
-	if st, ok := h.out.state("r"); !ok || st.Retired {
-		t.Errorf("with finished_retention 0 the run is not exported again: %+v %v", st, ok)
-	}
-	if h.api.callsOf("r") != 1 {
-		t.Errorf("fetched %d times, want 1", h.api.callsOf("r"))
-	}
-}
 
 func TestTheSameFailureAgainChangesNothing(t *testing.T) {
 	h := newHarness(true, "r")

@@ -57,25 +57,6 @@ func (t Totals) Clone() Totals {
 	return out
 }
 
-// Keys returns the keys in a stable order.
-func (t Totals) Keys() []TotalKey {
-	keys := make([]TotalKey, 0, len(t))
-	for k := range t {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := keys[i], keys[j]
-		if a.WorkflowName != b.WorkflowName {
-			return a.WorkflowName < b.WorkflowName
-		}
-		if a.WorkflowType != b.WorkflowType {
-			return a.WorkflowType < b.WorkflowType
-		}
-		return a.Status < b.Status
-	})
-	return keys
-}
-
 func bucketOf(secs float64) int {
 	return sort.SearchFloat64s(DurationBuckets, secs)
 }

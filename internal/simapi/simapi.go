@@ -250,7 +250,6 @@ func SampleRuns(n int, seed uint64, now time.Time) []Run {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	list := make([]Run, 0, n)
 	for i := range n {
-		wf := workflows[i%len(workflows)]
 		outcome := runs.StatusCompleted
 		switch x := rng.IntN(10); {
 		case x < 2:
@@ -264,19 +263,11 @@ func SampleRuns(n int, seed uint64, now time.Time) []Run {
 		created := now.Add(-time.Duration(n-i) * 5 * time.Second).Add(-time.Duration(rng.IntN(1000)) * time.Millisecond)
 		start := now.Add(time.Duration(i-n/3) * 15 * time.Second)
 		queued := max(start.Sub(created), time.Duration(2+rng.IntN(20))*time.Second)
-		r := Run{
-			ID:           uuidFrom(rng),
-			GroupID:      "6f0c3c90-0d44-4b50-8888-8dd25736052a",
-			WorkflowID:   fmt.Sprintf("00000000-0000-4000-8000-%012d", i%len(workflows)+1),
-			WorkflowName: wf.name,
-			WorkflowType: wf.typ,
-			Source:       []string{"api", "schedule", "ui"}[rng.IntN(3)],
-			CreatedAt:    created,
-			Queued:       queued,
-			Running:      time.Duration(30+rng.IntN(240)) * time.Second,
-			Outcome:      outcome,
-			EndProgress:  float64(10 + rng.IntN(80)),
-		}
+		r := newRun(rng, i)
+		r.Source = []string{"api", "schedule", "ui"}[rng.IntN(3)]
+		r.CreatedAt, r.Queued = created, queued
+		r.Running = time.Duration(30+rng.IntN(240)) * time.Second
+		r.Outcome, r.EndProgress = outcome, float64(10+rng.IntN(80))
 		if i == 1 {
 			r.CreatedAt = now.Add(-10 * time.Minute)
 			r.Queued, r.Running = 5*time.Second, time.Minute
@@ -285,6 +276,19 @@ func SampleRuns(n int, seed uint64, now time.Time) []Run {
 		list = append(list, r)
 	}
 	return list
+}
+
+// newRun returns run i of a sample: its ID and its workflow, one of the
+// sample workflows in turn.
+func newRun(rng *rand.Rand, i int) Run {
+	wf := workflows[i%len(workflows)]
+	return Run{
+		ID:           uuidFrom(rng),
+		GroupID:      "6f0c3c90-0d44-4b50-8888-8dd25736052a",
+		WorkflowID:   fmt.Sprintf("00000000-0000-4000-8000-%012d", i%len(workflows)+1),
+		WorkflowName: wf.name,
+		WorkflowType: wf.typ,
+	}
 }
 
 func uuidFrom(rng *rand.Rand) string {
@@ -303,17 +307,8 @@ func LoadRuns(n int, finished float64, now time.Time) []Run {
 	list := make([]Run, n)
 	done := int(float64(n) * finished)
 	for i := range list {
-		wf := workflows[i%len(workflows)]
-		r := Run{
-			ID:           uuidFrom(rng),
-			GroupID:      "6f0c3c90-0d44-4b50-8888-8dd25736052a",
-			WorkflowID:   fmt.Sprintf("00000000-0000-4000-8000-%012d", i%len(workflows)+1),
-			WorkflowName: wf.name,
-			WorkflowType: wf.typ,
-			Source:       "api",
-			Outcome:      runs.StatusCompleted,
-			EndProgress:  100,
-		}
+		r := newRun(rng, i)
+		r.Source, r.Outcome, r.EndProgress = "api", runs.StatusCompleted, 100
 		if i < done {
 			r.CreatedAt, r.Queued, r.Running = now.Add(-2*time.Hour), time.Minute, 30*time.Minute
 		} else {

@@ -5,6 +5,7 @@ package statestore
 import (
 	"context"
 	"errors"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
 	"math/rand/v2"
 	"path/filepath"
 	"strconv"
@@ -28,7 +29,7 @@ import (
 // the file (EFBIG), for root too. The limit is process-wide, so this test
 // does not run in parallel with others, and logs nothing while it is set.
 func TestWriteErrorsAtRunTime(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuffer.Buffer
 	var got finishCollector
 	reg := prometheus.NewPedanticRegistry()
 	s := openT(t, t.TempDir(), Options{
@@ -161,7 +162,7 @@ func TestKillDuringWrites(t *testing.T) {
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	totalAcked := 0
 	for round := range 4 {
-		var out lockedBuffer
+		var out syncbuffer.Buffer
 		cmd := helperCommand(t, "write-until-killed", dir)
 		cmd.Stdout = &out
 		if err := cmd.Start(); err != nil {

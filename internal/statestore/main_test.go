@@ -1,14 +1,12 @@
 package statestore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,25 +56,6 @@ func helperCommand(t testing.TB, helper, dir string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), helperEnv+"="+helper, helperDirEnv+"="+dir)
 	cmd.Stderr = os.Stderr
 	return cmd
-}
-
-// lockedBuffer collects the output of a logger or a child process while
-// other goroutines read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // waitFor polls cond until it holds, failing the test after 10 s.

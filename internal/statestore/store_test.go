@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -166,11 +167,12 @@ func TestTotalsRoundTrip(t *testing.T) {
 }
 
 func dumpTotals(t runs.Totals) string {
-	var b strings.Builder
-	for _, k := range t.Keys() {
-		fmt.Fprintf(&b, "%q: %+v; ", k, *t[k])
+	var lines []string
+	for k, v := range t {
+		lines = append(lines, fmt.Sprintf("%q: %+v; ", k, *v))
 	}
-	return b.String()
+	sort.Strings(lines)
+	return strings.Join(lines, "")
 }
 
 // finishCollector records what OnCommit delivers.

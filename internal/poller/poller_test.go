@@ -865,7 +865,6 @@ func TestProbeGivesUpAtItsDeadline(t *testing.T) {
 	}
 }
 
-
 // closingAPI counts CloseIdleConnections calls.
 type closingAPI struct {
 	*fakeAPI
@@ -968,7 +967,6 @@ func TestIdleProbedRunsAreForgotten(t *testing.T) {
 		})
 	}
 }
-
 
 func TestTheSameFailureAgainChangesNothing(t *testing.T) {
 	h := newHarness(true, "r")

@@ -199,8 +199,7 @@ const settledRunsPerChunk = 128
 type settledChunks struct {
 	chunks []*chunk
 	where  map[string]int // run ID -> index in chunks
-	count  int
-	empty  int // chunks emptied by removals, dropped when they pile up
+	empty  int            // chunks emptied by removals, dropped when they pile up
 }
 
 func (s *settledChunks) add(rr *renderedRun) {
@@ -216,7 +215,6 @@ func (s *settledChunks) add(rr *renderedRun) {
 		s.chunks[last] = &chunk{runs: next}
 	}
 	s.where[rr.id] = last
-	s.count++
 }
 
 func (s *settledChunks) remove(id string) *renderedRun {
@@ -250,7 +248,6 @@ func (s *settledChunks) removeMany(ids []string) []*renderedRun {
 				removed = append(removed, rr)
 			}
 		}
-		s.count -= len(gone)
 		switch {
 		case len(gone) == len(c.runs):
 			s.chunks[i] = &chunk{}

@@ -128,7 +128,7 @@ func (s *Store) Delete(ids ...string) {
 func (s *Store) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.active.count + s.settled.count
+	return s.active.count + len(s.settled.where)
 }
 
 // SetTotals replaces the lifecycle totals, e.g. with those a state store

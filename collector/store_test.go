@@ -85,7 +85,7 @@ func TestScrapesFollowUpdates(t *testing.T) {
 		}
 	}
 	if sealed < 2 {
-		t.Fatalf("%d sealed chunks of %d finished runs; the test must cover sealing", sealed, s.settled.count)
+		t.Fatalf("%d sealed chunks of %d finished runs; the test must cover sealing", sealed, len(s.settled.where))
 	}
 	if s.Len() != len(states) || s.active.bits == 0 || len(s.settled.chunks) < 2 {
 		t.Fatalf("len %d, %d+%d chunks: want %d runs over several chunks", s.Len(), len(s.active.chunks), len(s.settled.chunks), len(states))

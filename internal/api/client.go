@@ -51,8 +51,9 @@ type Client struct {
 }
 
 // NewClient builds a client from Prometheus' HTTP client configuration, so
-// authorization (including credentials files re-read on every request), TLS,
-// proxies and redirects behave exactly as they do in Prometheus.
+// authorization, TLS, proxies and redirects behave as they do in
+// Prometheus; secret files are read again within a second of a change (see
+// fileSecrets).
 func NewClient(o Options) (*Client, error) {
 	base, err := url.Parse(o.URL)
 	if err != nil {

@@ -27,6 +27,8 @@ type Config struct {
 	API  API  `yaml:"api"`
 	Runs Runs `yaml:"runs"`
 	Poll Poll `yaml:"poll"`
+
+	fileIDs []string // runs.ids_file as read by validation
 }
 
 // API describes how to reach the platform.
@@ -210,6 +212,14 @@ func (c *Config) validate() error {
 		}
 		c.Runs.IDs[i] = strings.ToLower(id)
 	}
+	// The file is read once here: what was checked is what is used.
+	if c.Runs.IDsFile != "" {
+		ids, err := ReadIDsFile(c.Runs.IDsFile)
+		if err != nil {
+			return err
+		}
+		c.fileIDs = ids
+	}
 	_, err := c.RunIDs()
 	return err
 }
@@ -305,19 +315,14 @@ func walkFields(v reflect.Value, prefix, suffix string, visit func(field, value 
 	}
 }
 
-// RunIDs returns runs.ids followed by the IDs of runs.ids_file, read now,
-// in lower case (UUIDs compare case-insensitively). A run listed twice is
-// an error.
-func (c *Config) RunIDs() ([]string, error) {
-	if c.Runs.IDsFile == "" {
-		return c.CombineIDs(nil)
-	}
-	fromFile, err := ReadIDsFile(c.Runs.IDsFile)
-	if err != nil {
-		return nil, err
-	}
-	return c.CombineIDs(fromFile)
-}
+// RunIDs returns runs.ids followed by the IDs of runs.ids_file as it was
+// read when the configuration was loaded, in lower case (UUIDs compare
+// case-insensitively). A run listed twice is an error.
+func (c *Config) RunIDs() ([]string, error) { return c.CombineIDs(c.fileIDs) }
+
+// FileIDs returns the IDs of runs.ids_file as it was read when the
+// configuration was loaded.
+func (c *Config) FileIDs() []string { return c.fileIDs }
 
 // CombineIDs returns runs.ids followed by fromFile, the IDs read from
 // runs.ids_file. A run listed twice is an error.

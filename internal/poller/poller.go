@@ -390,9 +390,13 @@ func (p *Poller) cycle(ctx context.Context) time.Duration {
 		}
 	}
 	p.out.Delete(retired...)
-	for id, e := range p.entries {
-		if !e.tracked {
-			p.forget(id, e)
+	// Every tracked run has an entry: only more entries than tracked runs
+	// (probed runs, runs taken off the list) make a sweep worth its cost.
+	if len(p.entries) > len(s.IDs) {
+		for id, e := range p.entries {
+			if !e.tracked {
+				p.forget(id, e)
+			}
 		}
 	}
 	p.mu.Unlock()

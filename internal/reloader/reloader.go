@@ -45,13 +45,7 @@ func Prepare(load func() (*config.Config, error), sh shard.Assignment, instrumen
 	if err != nil {
 		return nil, err
 	}
-	var fromFile []string
-	if cfg.Runs.IDsFile != "" {
-		if fromFile, err = config.ReadIDsFile(cfg.Runs.IDsFile); err != nil {
-			return nil, err
-		}
-	}
-	ids, err := cfg.CombineIDs(fromFile)
+	ids, err := cfg.RunIDs()
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +59,7 @@ func Prepare(load func() (*config.Config, error), sh shard.Assignment, instrumen
 	if err != nil {
 		return nil, err
 	}
-	return &Plan{Config: cfg, IDs: sh.Filter(ids), FileIDs: fromFile, Configured: len(ids), Client: client}, nil
+	return &Plan{Config: cfg, IDs: sh.Filter(ids), FileIDs: cfg.FileIDs(), Configured: len(ids), Client: client}, nil
 }
 
 // settings are what the poller takes from a plan.

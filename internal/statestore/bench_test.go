@@ -89,10 +89,7 @@ func BenchmarkPut(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer s.Close()
-		states := make([]runs.State, stored)
-		for i := range states {
-			states[i], _ = finishedState(21, i)
-		}
+		states := finishedStates(stored)
 		i := 0
 		for b.Loop() {
 			s.Put(states[i%stored], nil)
@@ -114,10 +111,7 @@ func BenchmarkPut(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			states := make([]runs.State, stored)
-			for i := range states {
-				states[i], _ = finishedState(21, i)
-			}
+			states := finishedStates(stored)
 			i := 0
 			for b.Loop() {
 				st := states[(i*7919)%stored] // a stored run, changed
@@ -209,4 +203,13 @@ func BenchmarkVerify(b *testing.B) {
 		})
 		_ = db.Close()
 	}
+}
+
+// finishedStates returns n stored runs' states, as fixture writes them.
+func finishedStates(n int) []runs.State {
+	states := make([]runs.State, n)
+	for i := range states {
+		states[i], _ = finishedState(21, i)
+	}
+	return states
 }

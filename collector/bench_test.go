@@ -43,7 +43,7 @@ func benchStates(n int) []*runs.State {
 
 func benchScrape(b *testing.B, gz bool) {
 	for _, n := range sizes {
-		s := storeOf(benchStates(n), nil)
+		s := storeOf(benchStates(n), runs.Totals{})
 		scrape(b, s, gz) // compress every chunk once, as the first scrape does
 		b.Run(fmt.Sprintf("runs=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
@@ -71,7 +71,7 @@ func BenchmarkScrapeGzip(b *testing.B) { benchScrape(b, true) }
 func benchFloor(b *testing.B, gz bool) {
 	for _, n := range sizes {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(reference{benchStates(n), nil, 100})
+		reg.MustRegister(reference{benchStates(n), runs.Totals{}, 100})
 		mfs, err := reg.Gather()
 		if err != nil {
 			b.Fatal(err)
@@ -110,7 +110,7 @@ func BenchmarkEncodeFloorGzip(b *testing.B) { benchFloor(b, true) }
 func BenchmarkUpdate(b *testing.B) {
 	for _, n := range sizes {
 		states := benchStates(n)
-		s := storeOf(states, nil)
+		s := storeOf(states, runs.Totals{})
 		var active []*runs.State // only unfinished runs are fetched again
 		for _, st := range states {
 			if !st.Finished() {
@@ -136,7 +136,7 @@ func BenchmarkUpdate(b *testing.B) {
 func BenchmarkScrapeAfterChanges(b *testing.B) {
 	for _, n := range sizes {
 		states := benchStates(n)
-		s := storeOf(states, nil)
+		s := storeOf(states, runs.Totals{})
 		scrape(b, s, true)
 		var active []*runs.State // only unfinished runs are fetched again
 		for _, st := range states {

@@ -123,33 +123,33 @@ func (r reference) Collect(ch chan<- prometheus.Metric) {
 		status string
 	}
 	totals := map[series]*runs.Total{}
-	for key, t := range r.totals {
+	for key, t := range r.totals.Finished {
 		totals[series{wf{LabelValue(key.WorkflowName), LabelValue(key.WorkflowType)}, string(key.Status)}] = t
 	}
 	for k := range counts {
 		for _, s := range runs.KnownStatuses {
 			if _, ok := totals[series{k, string(s)}]; !ok && s.Terminal() {
-				totals[series{k, string(s)}] = &runs.Total{Buckets: make([]uint64, len(runs.DurationBuckets)+1)}
+				totals[series{k, string(s)}] = &runs.Total{Duration: runs.NewHistogram()}
 			}
 		}
 	}
 	names := []string{"status", "workflow_name", "workflow_type"}
 	for k, t := range totals {
 		values := []string{k.status, k.name, k.typ}
-		ch <- prometheus.MustNewConstMetric(desc(aggregateFamilies[famFinishedTotal], names...), prometheus.CounterValue, float64(t.Count), values...)
+		ch <- prometheus.MustNewConstMetric(desc(aggregateFamilies[famFinishedTotal], names...), prometheus.CounterValue, float64(t.Runs), values...)
 		buckets := map[float64]uint64{}
 		var cumulative uint64
 		for i, le := range runs.DurationBuckets {
-			cumulative += t.Buckets[i]
+			cumulative += t.Duration.Buckets[i]
 			buckets[le] = cumulative
 		}
-		ch <- prometheus.MustNewConstHistogram(desc(aggregateFamilies[famFinishedDuration], names...), t.Observed, t.Sum, buckets, values...)
+		ch <- prometheus.MustNewConstHistogram(desc(aggregateFamilies[famFinishedDuration], names...), t.Duration.Count, t.Duration.Sum, buckets, values...)
 	}
 }
 
 // scrape writes the store as a scrape would, plain or gzip, and returns
 // the plain text.
-func scrape(t testing.TB, s *Store, gz bool) string {
+func scrape(t testing.TB, s *MetricsStore, gz bool) string {
 	t.Helper()
 	var buf bytes.Buffer
 	e := NewExposition(&buf, gz)

@@ -111,7 +111,7 @@ func NewExposition(w io.Writer, gz bool) *Exposition {
 // the lines of every run in it, then the aggregates. Nothing is rendered
 // here; compressed parts are made only for chunks changed since the last
 // gzip scrape.
-func (e *Exposition) WriteRuns(s *Store) {
+func (e *Exposition) WriteRuns(s *MetricsStore) {
 	v := s.view()
 	for f := range numRunFamilies {
 		if v.series[f] == 0 {

@@ -31,7 +31,7 @@ func finishedRun(id string, status runs.Status) *runs.Run {
 // fetchedState is a run fetched once, successfully, at fetched.
 func fetchedState(r *runs.Run) *runs.State {
 	st := &runs.State{ID: r.ID}
-	st.Succeeded(r, fetched)
+	st.Succeeded(r, fetched, time.Minute)
 	return st
 }
 
@@ -97,20 +97,20 @@ func sampleStates() []*runs.State {
 
 // sampleTotals are lifecycle totals for the sample states' workflows.
 func sampleTotals() runs.Totals {
-	t := runs.Totals{}
+	t := runs.NewTotals()
 	for _, d := range []time.Duration{500 * time.Millisecond, 90 * time.Second, 2 * time.Hour, 30 * time.Hour} {
-		t.Add(runs.Finish{Key: runs.TotalKey{WorkflowName: "Invoice extraction", WorkflowType: "flow", Status: runs.StatusCompleted}, Duration: d, HasDuration: true})
+		t.AddFinish(runs.Finish{Key: runs.TotalKey{WorkflowName: "Invoice extraction", WorkflowType: "flow", Status: runs.StatusCompleted}, Duration: d, HasDuration: true})
 	}
-	t.Add(runs.Finish{Key: runs.TotalKey{WorkflowName: "Résumé parser", WorkflowType: "handler", Status: runs.StatusFailed}})
+	t.AddFinish(runs.Finish{Key: runs.TotalKey{WorkflowName: "Résumé parser", WorkflowType: "handler", Status: runs.StatusFailed}})
 	return t
 }
 
-func storeOf(states []*runs.State, totals runs.Totals) *Store {
-	s := NewStore(100)
+func storeOf(states []*runs.State, totals runs.Totals) *MetricsStore {
+	s := NewMetricsStore(100)
 	for _, st := range states {
 		s.Update(st)
 	}
-	if totals != nil {
+	if totals.Finished != nil {
 		s.SetTotals(totals)
 	}
 	return s

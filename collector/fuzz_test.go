@@ -23,8 +23,8 @@ func FuzzExposition(f *testing.F) {
 			return
 		}
 		st := &runs.State{ID: runID}
-		st.Succeeded(run, time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC))
-		s := storeOf([]*runs.State{st}, nil)
+		st.Succeeded(run, time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC), time.Minute)
+		s := storeOf([]*runs.State{st}, runs.Totals{})
 		plain := scrape(t, s, false)
 		if gz := scrape(t, s, true); gz != plain {
 			t.Fatalf("gzip body differs from the plain one")

@@ -8,10 +8,10 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 )
 
-// Store is the run metrics store. The poller updates it as runs change; a
+// MetricsStore is the run metrics store. The poller updates it as runs change; a
 // scrape takes a consistent view under a short lock and writes it without
 // holding any.
-type Store struct {
+type MetricsStore struct {
 	mu          sync.Mutex
 	progressMax float64
 	// Runs that may still change and runs that never will are kept apart,
@@ -39,13 +39,13 @@ type aggregatePieces struct {
 }
 
 // NewStore returns an empty store. progressMax is api.progress_max.
-func NewStore(progressMax float64) *Store {
-	return &Store{
+func NewMetricsStore(progressMax float64) *MetricsStore {
+	return &MetricsStore{
 		progressMax: progressMax,
 		active:      newActiveChunks(),
 		settled:     settledChunks{where: map[string]int{}},
 		workflows:   map[aggregateKey]map[string]int{},
-		totals:      runs.Totals{},
+		totals:      runs.NewTotals(),
 		sizeHint:    2048,
 		version:     1,
 	}
@@ -56,8 +56,8 @@ func NewStore(progressMax float64) *Store {
 // new contents are built aside and put in place at once, so no scrape
 // sees the runs missing; finished runs go straight into sealed chunks
 // rather than being taken out of them one by one.
-func (s *Store) Reset(progressMax float64, states []*runs.State) {
-	next := &Store{progressMax: progressMax, active: newActiveChunks(), settled: settledChunks{where: map[string]int{}},
+func (s *MetricsStore) Reset(progressMax float64, states []*runs.State) {
+	next := &MetricsStore{progressMax: progressMax, active: newActiveChunks(), settled: settledChunks{where: map[string]int{}},
 		workflows: map[aggregateKey]map[string]int{}, sizeHint: 2048}
 	for _, st := range states {
 		rr := renderRun(st, progressMax, make([]byte, 0, next.sizeHint))
@@ -76,7 +76,7 @@ func (s *Store) Reset(progressMax float64, states []*runs.State) {
 
 // Update renders st and replaces what the store holds for its run. The
 // rendering happens outside the lock: a scrape is never held up by it.
-func (s *Store) Update(st *runs.State) {
+func (s *MetricsStore) Update(st *runs.State) {
 	s.mu.Lock()
 	progressMax, hint := s.progressMax, s.sizeHint
 	s.mu.Unlock()
@@ -98,7 +98,7 @@ func (s *Store) Update(st *runs.State) {
 }
 
 // remove takes the run id out of whichever set holds it.
-func (s *Store) remove(id string) *renderedRun {
+func (s *MetricsStore) remove(id string) *renderedRun {
 	if old := s.settled.remove(id); old != nil {
 		return old
 	}
@@ -108,7 +108,7 @@ func (s *Store) remove(id string) *renderedRun {
 // Delete removes runs' series. Finished runs in a sealed chunk are taken
 // out together, so that each chunk is decoded and sealed again once, not
 // once per run.
-func (s *Store) Delete(ids ...string) {
+func (s *MetricsStore) Delete(ids ...string) {
 	if len(ids) == 0 {
 		return
 	}
@@ -125,7 +125,7 @@ func (s *Store) Delete(ids ...string) {
 }
 
 // Len returns the number of runs held.
-func (s *Store) Len() int {
+func (s *MetricsStore) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.active.count + len(s.settled.where)
@@ -133,29 +133,27 @@ func (s *Store) Len() int {
 
 // SetTotals replaces the lifecycle totals, e.g. with those a state store
 // kept across a restart.
-func (s *Store) SetTotals(t runs.Totals) {
+func (s *MetricsStore) SetTotals(t runs.Totals) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.totals = t.Clone()
 	s.version++
 }
 
-// AddFinished counts finished runs in the lifecycle totals.
-func (s *Store) AddFinished(fs []runs.Finish) {
-	if len(fs) == 0 {
+// AddCounts adds what the ledger counted to the lifecycle totals.
+func (s *MetricsStore) AddCounts(c runs.Counts) {
+	if c.Empty() {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, f := range fs {
-		s.totals.Add(f)
-	}
+	s.totals.Add(c)
 	s.version++
 }
 
 // account moves a run's share of the series counts and of workflow_runs
 // from old to next (either may be nil).
-func (s *Store) account(old, next *renderedRun) {
+func (s *MetricsStore) account(old, next *renderedRun) {
 	s.countSeries(old, -1)
 	s.countSeries(next, +1)
 	if old != nil && next != nil && old.hasAgg == next.hasAgg && old.agg == next.agg && old.status == next.status {
@@ -166,7 +164,7 @@ func (s *Store) account(old, next *renderedRun) {
 	s.version++
 }
 
-func (s *Store) countSeries(rr *renderedRun, sign int) {
+func (s *MetricsStore) countSeries(rr *renderedRun, sign int) {
 	if rr == nil {
 		return
 	}
@@ -177,7 +175,7 @@ func (s *Store) countSeries(rr *renderedRun, sign int) {
 	}
 }
 
-func (s *Store) countWorkflow(rr *renderedRun, sign int) {
+func (s *MetricsStore) countWorkflow(rr *renderedRun, sign int) {
 	if rr == nil || !rr.hasAgg {
 		return
 	}
@@ -202,7 +200,7 @@ type view struct {
 	aggregates [numAggregateFamilies]*piece
 }
 
-func (s *Store) view() view {
+func (s *MetricsStore) view() view {
 	s.mu.Lock()
 	chunks := make([]*chunk, 0, len(s.settled.chunks)+len(s.active.chunks))
 	chunks = append(chunks, s.settled.chunks...)
@@ -293,19 +291,15 @@ func exportedTotals(totals runs.Totals, tracked []aggregateKey) map[totalSeries]
 	get := func(k totalSeries) *runs.Total {
 		t := out[k]
 		if t == nil {
-			t = &runs.Total{Buckets: make([]uint64, len(runs.DurationBuckets)+1)}
+			t = &runs.Total{Duration: runs.NewHistogram()}
 			out[k] = t
 		}
 		return t
 	}
-	for k, v := range totals {
+	for k, v := range totals.Finished {
 		t := get(totalSeries{aggregateKey{LabelValue(k.WorkflowName), LabelValue(k.WorkflowType)}, LabelValue(string(k.Status))})
-		t.Count += v.Count
-		t.Observed += v.Observed
-		t.Sum += v.Sum
-		for i := range min(len(t.Buckets), len(v.Buckets)) {
-			t.Buckets[i] += v.Buckets[i]
-		}
+		t.Runs += v.Runs
+		t.Duration.Merge(v.Duration)
 	}
 	for _, k := range tracked {
 		for _, st := range runs.KnownStatuses {
@@ -344,7 +338,7 @@ func renderTotals(totals map[totalSeries]*runs.Total) (hist, counter []byte) {
 		t := totals[k]
 		var cumulative uint64
 		for i, le := range runs.DurationBuckets {
-			cumulative += t.Buckets[i]
+			cumulative += t.Duration.Buckets[i]
 			hist = append(hist, name+"_bucket{"...)
 			hist = labels(hist, k)
 			hist = append(hist, `,le="`...)
@@ -356,23 +350,23 @@ func renderTotals(totals map[totalSeries]*runs.Total) (hist, counter []byte) {
 		hist = append(hist, name+"_bucket{"...)
 		hist = labels(hist, k)
 		hist = append(hist, `,le="+Inf"} `...)
-		hist = appendValue(hist, float64(t.Observed))
+		hist = appendValue(hist, float64(t.Duration.Count))
 		hist = append(hist, '\n')
 		hist = append(hist, name+"_sum{"...)
 		hist = labels(hist, k)
 		hist = append(hist, '}', ' ')
-		hist = appendValue(hist, t.Sum)
+		hist = appendValue(hist, t.Duration.Sum)
 		hist = append(hist, '\n')
 		hist = append(hist, name+"_count{"...)
 		hist = labels(hist, k)
 		hist = append(hist, '}', ' ')
-		hist = appendValue(hist, float64(t.Observed))
+		hist = appendValue(hist, float64(t.Duration.Count))
 		hist = append(hist, '\n')
 
 		counter = append(counter, "workflow_runs_finished_total{"...)
 		counter = labels(counter, k)
 		counter = append(counter, '}', ' ')
-		counter = appendValue(counter, float64(t.Count))
+		counter = appendValue(counter, float64(t.Runs))
 		counter = append(counter, '\n')
 	}
 	return hist, counter
@@ -401,7 +395,7 @@ func lessKey(a, b aggregateKey) bool {
 // AppendRun appends one run's series, each family with its header, and
 // nothing else: the body of a /probe answer. The run need not be in the
 // store.
-func (s *Store) AppendRun(dst []byte, st *runs.State) []byte {
+func (s *MetricsStore) AppendRun(dst []byte, st *runs.State) []byte {
 	s.mu.Lock()
 	progressMax := s.progressMax
 	s.mu.Unlock()

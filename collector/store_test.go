@@ -50,7 +50,7 @@ func manyStates(n int) []*runs.State {
 // and cached compressed parts have to be replaced.
 func TestScrapesFollowUpdates(t *testing.T) {
 	states := manyStates(1000) // several active and settled chunks
-	s := NewStore(100)
+	s := NewMetricsStore(100)
 	current := map[string]*runs.State{}
 	check := func(step string) {
 		t.Helper()
@@ -58,7 +58,7 @@ func TestScrapesFollowUpdates(t *testing.T) {
 		for _, st := range current {
 			all = append(all, st)
 		}
-		want := sortedLines(scrape(t, storeOf(all, nil), false))
+		want := sortedLines(scrape(t, storeOf(all, runs.Totals{}), false))
 		for _, gz := range []bool{false, true} {
 			if d := diffLines(want, sortedLines(scrape(t, s, gz))); d != "" {
 				t.Fatalf("%s, gzip=%v: scrape differs from a fresh store:\n%s", step, gz, d)
@@ -133,14 +133,14 @@ func TestScrapesFollowUpdates(t *testing.T) {
 // TestAggregatesFollowRuns: workflow_runs counts what the store holds, and
 // a workflow whose last run goes disappears.
 func TestAggregatesFollowRuns(t *testing.T) {
-	s := NewStore(100)
+	s := NewMetricsStore(100)
 	a := fetchedState(baseRun(id(1), runs.StatusRunning))
 	s.Update(a)
 	if got := scrape(t, s, false); !strings.Contains(got, `workflow_runs{status="running",workflow_name="Invoice extraction",workflow_type="flow"} 1`) {
 		t.Fatalf("running run not counted:\n%s", got)
 	}
 	done := *a
-	done.Succeeded(finishedRun(id(1), runs.StatusFailed), fetched.Add(time.Minute))
+	done.Succeeded(finishedRun(id(1), runs.StatusFailed), fetched.Add(time.Minute), time.Minute)
 	s.Update(&done)
 	got := scrape(t, s, false)
 	for _, want := range []string{
@@ -158,9 +158,9 @@ func TestAggregatesFollowRuns(t *testing.T) {
 }
 
 func TestFinishedTotalsCount(t *testing.T) {
-	s := NewStore(100)
+	s := NewMetricsStore(100)
 	key := runs.TotalKey{WorkflowName: "Invoice extraction", WorkflowType: "flow", Status: runs.StatusFailed}
-	s.AddFinished([]runs.Finish{{Key: key, Duration: 90 * time.Second, HasDuration: true}, {Key: key}})
+	s.AddCounts(runs.Counts{Finishes: []runs.Finish{{Key: key, Duration: 90 * time.Second, HasDuration: true}, {Key: key}}})
 	got := scrape(t, s, false)
 	for _, want := range []string{
 		`workflow_runs_finished_total{status="failed",workflow_name="Invoice extraction",workflow_type="flow"} 2`,
@@ -178,7 +178,7 @@ func TestFinishedTotalsCount(t *testing.T) {
 // TestScrapeSeesWholeUpdates: while a run flips between two states as fast
 // as it can, every scrape shows it entirely in one of them.
 func TestScrapeSeesWholeUpdates(t *testing.T) {
-	s := storeOf(manyStates(100), nil)
+	s := storeOf(manyStates(100), runs.Totals{})
 	running := fetchedState(baseRun(id(7), runs.StatusRunning))
 	failed := fetchedState(finishedRun(id(7), runs.StatusFailed))
 	stop := make(chan struct{})
@@ -218,10 +218,10 @@ func TestScrapeSeesWholeUpdates(t *testing.T) {
 }
 
 func TestAppendRunIsOneRunWithHeaders(t *testing.T) {
-	s := NewStore(100)
+	s := NewMetricsStore(100)
 	st := fetchedState(finishedRun(id(3), runs.StatusFailed))
 	buf := bytes.NewBuffer(s.AppendRun(nil, st))
-	want := sortedLines(scrape(t, storeOf([]*runs.State{st}, nil), false))
+	want := sortedLines(scrape(t, storeOf([]*runs.State{st}, runs.Totals{}), false))
 	var perRun []string
 	for _, l := range want {
 		if !strings.Contains(l, "workflow_runs") {
@@ -237,14 +237,14 @@ func TestAppendRunIsOneRunWithHeaders(t *testing.T) {
 // sealed runs included, and the store then reads as one built afresh.
 func TestResetRendersEveryRunAgain(t *testing.T) {
 	states := manyStates(500)
-	s := storeOf(states, nil)
-	s.AddFinished([]runs.Finish{{Key: runs.TotalKey{WorkflowName: "x", WorkflowType: "flow", Status: runs.StatusFailed}}})
+	s := storeOf(states, runs.Totals{})
+	s.AddCounts(runs.Counts{Finishes: []runs.Finish{{Key: runs.TotalKey{WorkflowName: "x", WorkflowType: "flow", Status: runs.StatusFailed}}}})
 	s.Reset(1000, states[:400])
-	want := NewStore(1000)
+	want := NewMetricsStore(1000)
 	for _, st := range states[:400] {
 		want.Update(st)
 	}
-	want.AddFinished([]runs.Finish{{Key: runs.TotalKey{WorkflowName: "x", WorkflowType: "flow", Status: runs.StatusFailed}}})
+	want.AddCounts(runs.Counts{Finishes: []runs.Finish{{Key: runs.TotalKey{WorkflowName: "x", WorkflowType: "flow", Status: runs.StatusFailed}}}})
 	if d := diffLines(sortedLines(scrape(t, want, false)), sortedLines(scrape(t, s, true))); d != "" {
 		t.Errorf("after Reset (- built afresh, + reset):\n%s", d)
 	}

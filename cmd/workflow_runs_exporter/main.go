@@ -32,6 +32,7 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/logging"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/reloader"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/shard"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/statestore"
@@ -122,11 +123,11 @@ func run() int {
 		exporterMetrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 
-	runMetrics := collector.NewStore(config.Default().API.ProgressMax)
+	runMetrics := collector.NewMetricsStore(config.Default().API.ProgressMax)
 	pollerOptions := poller.Options{Logger: logger, Registerer: self, Publisher: runMetrics}
 	var store *statestore.Store
 	if *storagePath != "" {
-		store, err = statestore.Open(*storagePath, statestore.Options{Logger: logger, Registerer: self, OnCommit: runMetrics.AddFinished})
+		store, err = statestore.Open(*storagePath, statestore.Options{Logger: logger, Registerer: self, OnCommit: func(fs []runs.Finish) { runMetrics.AddCounts(runs.Counts{Finishes: fs}) }})
 		if err != nil {
 			return fail("opening the state store failed", err)
 		}

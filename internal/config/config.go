@@ -24,9 +24,10 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	API  API  `yaml:"api"`
-	Runs Runs `yaml:"runs"`
-	Poll Poll `yaml:"poll"`
+	API   API   `yaml:"api"`
+	Runs  Runs  `yaml:"runs"`
+	Poll  Poll  `yaml:"poll"`
+	Probe Probe `yaml:"probe"`
 
 	fileIDs []string // runs.ids_file as read by validation
 }
@@ -54,6 +55,17 @@ type Runs struct {
 	// NotFoundGrace is how long a run that was fetched before and now
 	// answers 404 keeps its last values.
 	NotFoundGrace Duration `yaml:"not_found_grace"`
+	// CountWindow: a run first seen already finished is counted only if it
+	// finished at most this long before; 0 counts only runs seen
+	// unfinished (DESIGN §8).
+	CountWindow Duration `yaml:"count_window"`
+}
+
+// Probe bounds what /probe keeps.
+type Probe struct {
+	// MaxRuns caps the probe-only runs (probed, not listed) kept in
+	// memory; the least recently probed go first.
+	MaxRuns int `yaml:"max_runs"`
 }
 
 // Poll sets the polling pace.
@@ -105,7 +117,9 @@ func Default() Config {
 		},
 		Runs: Runs{
 			NotFoundGrace: durationOf(15 * time.Minute),
+			CountWindow:   durationOf(time.Hour),
 		},
+		Probe: Probe{MaxRuns: 50000},
 		Poll: Poll{
 			Interval:             durationOf(30 * time.Second),
 			Concurrency:          4,
@@ -167,6 +181,7 @@ func (c *Config) validate() error {
 		"poll.interval":           &c.Poll.Interval,
 		"runs.finished_retention": &c.Runs.FinishedRetention,
 		"runs.not_found_grace":    &c.Runs.NotFoundGrace,
+		"runs.count_window":       &c.Runs.CountWindow,
 	} {
 		if err := d.parse(field); err != nil {
 			return err
@@ -204,6 +219,9 @@ func (c *Config) validate() error {
 	}
 	if !(c.Poll.MaxRequestsPerSecond > 0) || math.IsInf(c.Poll.MaxRequestsPerSecond, 0) {
 		return errors.New("poll.max_requests_per_second: must be a finite number greater than 0")
+	}
+	if c.Probe.MaxRuns < 1 {
+		return errors.New("probe.max_runs: must be at least 1")
 	}
 	// No runs at all is allowed: the exporter then answers /probe only.
 	for i, id := range c.Runs.IDs {

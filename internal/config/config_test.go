@@ -52,7 +52,7 @@ runs:
 	if cfg.Poll.Interval.Duration != 30*time.Second || cfg.Poll.Concurrency != 4 || cfg.Poll.MaxRequestsPerSecond != 10 {
 		t.Errorf("poll defaults = %+v", cfg.Poll)
 	}
-	if cfg.Runs.NotFoundGrace.Duration != 15*time.Minute || cfg.Runs.FinishedRetention.Duration != 0 {
+	if cfg.Runs.NotFoundGrace.Duration != 15*time.Minute || cfg.Runs.FinishedRetention.Duration != 0 || cfg.Runs.CountWindow.Duration != time.Hour || cfg.Probe.MaxRuns != 50000 {
 		t.Errorf("runs defaults = %+v", cfg.Runs)
 	}
 	if cfg.API.HTTP.Authorization.Type != "Bearer" {
@@ -91,6 +91,9 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"zero rate", "api: {url: https://x}\nruns: {ids: [" + id1 + "]}\npoll: {max_requests_per_second: 0}", "poll.max_requests_per_second", nil},
 		{"bad retention", "api: {url: https://x}\nruns: {finished_retention: a week}", `runs.finished_retention: "a week" is not a duration`, nil},
 		{"negative grace", "api: {url: https://x}\nruns: {not_found_grace: -1m}", `runs.not_found_grace: "-1m" is not a duration`, nil},
+		{"bad count window", "api: {url: https://x}\nruns: {count_window: -1h}", `runs.count_window: "-1h" is not a duration`, nil},
+		{"no probe runs", "api: {url: https://x}\nprobe: {max_runs: 0}", `probe.max_runs: must be at least 1`, nil},
+		{"unknown probe key", "api: {url: https://x}\nprobe: {max: 3}", `field max not found`, nil},
 		{"missing basic auth password file", "api: {url: https://x, basic_auth: {username: u, password_file: nowhere}}",
 			"api.basic_auth.password_file: open", nil},
 		{"secret ref", "api: {url: https://x, authorization: {credentials_ref: vault/token}}",

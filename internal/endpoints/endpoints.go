@@ -30,7 +30,7 @@ type Options struct {
 	Logger      log.Logger
 	MetricsPath string
 	// Runs is the run metrics store /metrics writes out.
-	Runs *collector.Store
+	Runs *collector.MetricsStore
 	// Self gathers the exporter's own metrics (build info, API requests,
 	// poll cycles, ...), written after the run metrics.
 	Self prometheus.Gatherer
@@ -154,7 +154,7 @@ func metricsHandler(o Options) http.Handler {
 // in-flight limit, 500) passes through alone.
 type scrapeResponse struct {
 	w           http.ResponseWriter
-	store       *collector.Store
+	store       *collector.MetricsStore
 	gzip        bool
 	wroteHeader bool
 	body        *collector.Exposition

@@ -34,12 +34,12 @@ const runID = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 func fetched(id string, status runs.Status) *runs.State {
 	st := &runs.State{ID: id}
 	st.Succeeded(&runs.Run{ID: id, Status: status, WorkflowName: "Invoice extraction", WorkflowType: "flow",
-		Progress: 40, HasProgress: true, CreatedAt: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}, time.Date(2026, 11, 1, 0, 1, 0, 0, time.UTC))
+		Progress: 40, HasProgress: true, CreatedAt: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}, time.Date(2026, 11, 1, 0, 1, 0, 0, time.UTC), time.Minute)
 	return st
 }
 
 type fixture struct {
-	store   *collector.Store
+	store   *collector.MetricsStore
 	self    *prometheus.Registry
 	handler http.Handler
 	probes  atomic.Int32
@@ -49,7 +49,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, exporterMetrics bool, maxRequests int) *fixture {
 	t.Helper()
-	f := &fixture{store: collector.NewStore(100), self: prometheus.NewRegistry(), reload: func() error { return nil }}
+	f := &fixture{store: collector.NewMetricsStore(100), self: prometheus.NewRegistry(), reload: func() error { return nil }}
 	f.store.Update(fetched(runID, runs.StatusRunning))
 	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "workflow_runs_exporter_tracked_runs", Help: "Tracked runs."})
 	up.Set(1)
@@ -375,7 +375,7 @@ func TestAcceptsGzip(t *testing.T) {
 
 func TestBadTelemetryPathIsAnError(t *testing.T) {
 	for _, path := range []string{"", "metrics", "/probe", "/-/ready", "/-/reload"} {
-		_, err := Handler(Options{MetricsPath: path, Runs: collector.NewStore(100), Self: prometheus.NewRegistry(),
+		_, err := Handler(Options{MetricsPath: path, Runs: collector.NewMetricsStore(100), Self: prometheus.NewRegistry(),
 			Ready: func() bool { return true }, Reload: func() error { return nil }})
 		if err == nil || !strings.Contains(err.Error(), "--web.telemetry-path") {
 			t.Errorf("--web.telemetry-path=%q: %v, want an error naming the flag", path, err)

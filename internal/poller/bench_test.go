@@ -26,7 +26,7 @@ func BenchmarkIdleCycle(b *testing.B) {
 				ids[i] = fmt.Sprintf("%08x-0d44-4b50-8888-8dd25736052a", i)
 				api.set(ids[i], ok(runs.StatusCompleted, 100))
 			}
-			store := collector.NewStore(100)
+			store := collector.NewMetricsStore(100)
 			p := New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), Publisher: store})
 			p.Apply(api, Settings{IDs: ids, Interval: time.Hour, Concurrency: 8, MaxRequestsPerSecond: 1e9, ProgressMax: 100})
 			p.cycle(context.Background()) // the first cycle fetches every run
@@ -49,7 +49,7 @@ func BenchmarkIdleCycle(b *testing.B) {
 // answered: the state change, its log checks, and the render and swap in
 // the run metrics store.
 func BenchmarkRecord(b *testing.B) {
-	store := collector.NewStore(100)
+	store := collector.NewMetricsStore(100)
 	p := New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), Publisher: store})
 	const n = 10000
 	ids := make([]string, n)

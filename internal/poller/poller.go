@@ -36,7 +36,7 @@ type Publisher interface {
 	// Reset replaces every run with states, rendered with a new
 	// api.progress_max.
 	Reset(progressMax float64, states []*runs.State)
-	AddFinished(fs []runs.Finish)
+	AddCounts(c runs.Counts)
 }
 
 // Journal keeps run states across restarts; the state store implements it.
@@ -297,7 +297,7 @@ func (p *Poller) entry(id string) *entry {
 	}
 	e := &entry{state: runs.State{ID: id}}
 	if _, ok := p.counted[id]; ok {
-		e.state.Counted = true
+		e.state.Verdict = runs.Counted
 		delete(p.counted, id)
 	}
 	if p.journal != nil {
@@ -326,7 +326,7 @@ func (p *Poller) forget(id string, e *entry) {
 	if !e.probed.IsZero() && p.now().Sub(e.probed) < p.probeIdle {
 		return
 	}
-	if p.journal == nil && e.state.Counted {
+	if p.journal == nil && e.state.Verdict == runs.Counted {
 		p.counted[id] = struct{}{}
 	}
 	delete(p.entries, id)
@@ -589,7 +589,13 @@ func (p *Poller) record(id string, res result, probe bool) {
 	}
 	var fin *runs.Finish
 	if res.err == nil {
-		fin = e.state.Succeeded(res.run, now)
+		sight := e.state.Succeeded(res.run, now, 3*p.settings.Interval)
+		if sight.Finished && e.state.Verdict == runs.Undecided {
+			e.state.Verdict = runs.Counted
+			r := res.run
+			fin = &runs.Finish{RunID: id, Key: runs.TotalKey{WorkflowName: r.WorkflowName, WorkflowType: r.WorkflowType, Status: r.Status}, FinishedAt: r.FinishedAt}
+			fin.Duration, fin.HasDuration = r.Duration()
+		}
 		p.logRecovery(e)
 		p.logDrift(e, res.warnings)
 	} else {
@@ -609,7 +615,7 @@ func (p *Poller) record(id string, res result, probe bool) {
 	case p.journal != nil:
 		p.journal.Put(e.state, fin)
 	case fin != nil:
-		p.out.AddFinished([]runs.Finish{*fin})
+		p.out.AddCounts(runs.Counts{Finishes: []runs.Finish{*fin}})
 	}
 }
 

@@ -166,10 +166,10 @@ func (p *publisher) Reset(progressMax float64, states []*runs.State) {
 	p.resets++
 }
 
-func (p *publisher) AddFinished(fs []runs.Finish) {
+func (p *publisher) AddCounts(c runs.Counts) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.finishes = append(p.finishes, fs...)
+	p.finishes = append(p.finishes, c.Finishes...)
 }
 
 func (p *publisher) state(id string) (runs.State, bool) {
@@ -207,7 +207,7 @@ func (j *journal) Put(st runs.State, fin *runs.Finish) {
 	j.puts++
 	j.mu.Unlock()
 	if fin != nil {
-		j.out.AddFinished([]runs.Finish{*fin})
+		j.out.AddCounts(runs.Counts{Finishes: []runs.Finish{*fin}})
 	}
 }
 
@@ -707,7 +707,7 @@ func TestJournalRestoresRunsWithoutFetching(t *testing.T) {
 	again.p = New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), Publisher: again.out, Journal: again.j, Now: again.clock.now})
 	again.api.set("running", ok(runs.StatusRunning, 20))
 	again.p.Apply(again.api, h.s)
-	if st := again.state(t, "done"); st.Run == nil || st.Run.Status != runs.StatusCompleted || !st.Counted {
+	if st := again.state(t, "done"); st.Run == nil || st.Run.Status != runs.StatusCompleted || st.Verdict != runs.Counted {
 		t.Errorf("restored finished run = %+v, want completed and counted", st)
 	}
 	if st := again.state(t, "running"); st.Run == nil || st.Run.Progress != 10 {
@@ -958,7 +958,7 @@ func TestIdleProbedRunsAreForgotten(t *testing.T) {
 			if !withJournal {
 				wantCalls = 2
 			}
-			if !st.FetchOK || !st.Counted || h.api.callsOf("p") != wantCalls {
+			if !st.FetchOK || st.Verdict != runs.Counted || h.api.callsOf("p") != wantCalls {
 				t.Errorf("probed again: %+v after %d requests, want %d", st, h.api.callsOf("p"), wantCalls)
 			}
 			if h.out.finished() != 1 {

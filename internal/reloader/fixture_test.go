@@ -66,7 +66,7 @@ func newFixture(t *testing.T, n int, extra string, wrap ...func(http.Handler) ht
 
 	logger := level.NewFilter(log.NewLogfmtLogger(f.logs), level.AllowDebug())
 	reg := prometheus.NewRegistry()
-	store := collector.NewStore(100)
+	store := collector.NewMetricsStore(100)
 	f.poller = poller.New(poller.Options{Logger: logger, Registerer: reg, Publisher: store,
 		Backoff: poller.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Attempts: 2}})
 	f.reloader = New(Options{

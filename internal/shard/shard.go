@@ -1,13 +1,15 @@
 // Package shard splits the run IDs between several exporter instances, as
 // kube-state-metrics shards objects: each instance owns the IDs whose
 // stable hash falls in its shard and ignores the others, whatever the order
-// or source of the IDs.
+// or source of the IDs. The hash is Prometheus' own hashmod relabel action,
+// so a Prometheus probe job can send each run's /probe to its owner.
 package shard
 
 import (
+	"crypto/md5"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
 
@@ -45,16 +47,19 @@ func IndexFromHostname(hostname string) (int, error) {
 	return n, nil
 }
 
-// Owns reports whether this instance owns run id. The hash is FNV-1a of the
-// lower-case ID: stable across processes, versions and machines, so a
-// restart keeps the assignment.
+// Owns reports whether this instance owns run id.
 func (a Assignment) Owns(id string) bool {
-	if a.Count <= 1 {
-		return true
-	}
-	h := fnv.New64a()
-	h.Write([]byte(strings.ToLower(id)))
-	return h.Sum64()%uint64(a.Count) == uint64(a.Index)
+	return a.Count <= 1 || Of(id, a.Count) == a.Index
+}
+
+// Of returns the shard of run id among count: Prometheus' hashmod relabel
+// action (model/relabel) applied to the lower-case ID, that is the last 8
+// bytes of its MD5 sum as a big-endian integer, mod count. Stable across
+// processes, versions and machines, so a restart keeps the assignment, and
+// the same in this exporter and in a Prometheus relabel rule.
+func Of(id string, count int) int {
+	sum := md5.Sum([]byte(strings.ToLower(id)))
+	return int(binary.BigEndian.Uint64(sum[8:]) % uint64(count))
 }
 
 // Filter returns the IDs this instance owns, in their order.

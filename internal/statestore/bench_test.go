@@ -56,7 +56,7 @@ func fixture(b *testing.B, n int) string {
 		st, _ := finishedState(21, i)
 		r := *st.Run
 		r.Status, r.Progress, r.FinishedAt = runs.StatusRunning, 40, time.Time{}
-		st.Run, st.FinishedSeen, st.Counted = &r, time.Time{}, false
+		st.Run, st.FinishedSeen, st.Verdict = &r, time.Time{}, runs.Undecided
 		s.Put(st, nil)
 		flushEvery(i)
 	}

@@ -5,6 +5,7 @@ package statestore
 import (
 	"context"
 	"errors"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
 	"math/rand/v2"
 	"path/filepath"
@@ -139,8 +140,8 @@ func TestWriteErrorsAtRunTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	var counted uint64
-	for _, v := range tot {
-		counted += v.Count
+	for _, v := range tot.Finished {
+		counted += v.Runs
 	}
 	if counted != n {
 		t.Errorf("the file counts %d finished runs, want %d", counted, n)
@@ -193,8 +194,8 @@ func TestKillDuringWrites(t *testing.T) {
 		s := openT(t, dir, Options{})
 		for id, n := range acked {
 			st, ok, err := s.Get(id)
-			if err != nil || !ok || st.Run.Progress < n || !st.Counted {
-				t.Errorf("round %d: run %s: acknowledged update %v, stored %v (ok %v, err %v, counted %v)", round, id, n, st.Run, ok, err, st.Counted)
+			if err != nil || !ok || st.Run.Progress < n || st.Verdict != runs.Counted {
+				t.Errorf("round %d: run %s: acknowledged update %v, stored %v (ok %v, err %v, counted %v)", round, id, n, st.Run, ok, err, st.Verdict)
 			}
 		}
 		states, err := s.States()
@@ -206,8 +207,8 @@ func TestKillDuringWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 		var counted uint64
-		for _, v := range tot {
-			counted += v.Count
+		for _, v := range tot.Finished {
+			counted += v.Runs
 		}
 		if counted != uint64(len(states)) {
 			t.Errorf("round %d: totals count %d runs, the file holds %d counted runs", round, counted, len(states))

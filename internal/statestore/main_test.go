@@ -100,7 +100,7 @@ func finishedState(seed uint64, i int) (runs.State, *runs.Finish) {
 	st := runs.State{
 		ID: r.ID, Run: r, FetchOK: true,
 		LastSuccess: seen, StatusSince: seen, ProgressUpdated: created.Add(3 * time.Second), FinishedSeen: seen,
-		Counted: true,
+		Verdict: runs.Counted,
 	}
 	fin := &runs.Finish{Key: runs.TotalKey{WorkflowName: r.WorkflowName, WorkflowType: r.WorkflowType, Status: r.Status}}
 	fin.Duration, fin.HasDuration = r.Duration()

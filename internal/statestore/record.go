@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"maps"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
@@ -66,7 +68,7 @@ func appendState(b []byte, key string, st *runs.State) []byte {
 		}
 	}
 	set(fFetchOK, st.FetchOK)
-	set(fCounted, st.Counted)
+	set(fCounted, st.Verdict == runs.Counted)
 	set(fRetired, st.Retired)
 	set(fID, st.ID != key)
 	set(fLastSuccess, !st.LastSuccess.IsZero())
@@ -128,8 +130,10 @@ func decodeState(key string, v []byte) (runs.State, error) {
 	st := runs.State{
 		ID:      key,
 		FetchOK: f&fFetchOK != 0,
-		Counted: f&fCounted != 0,
 		Retired: f&fRetired != 0,
+	}
+	if f&fCounted != 0 {
+		st.Verdict = runs.Counted
 	}
 	if f&fID != 0 {
 		st.ID = d.string()
@@ -192,14 +196,29 @@ func decodeTotalKey(v []byte) (runs.TotalKey, error) {
 func appendTotal(b []byte, t *runs.Total) []byte {
 	start := len(b)
 	b = append(b, 0, 0, 0, 0)
-	b = binary.AppendUvarint(b, t.Count)
-	b = binary.AppendUvarint(b, t.Observed)
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.Sum))
-	b = binary.AppendUvarint(b, uint64(len(t.Buckets)))
-	for _, n := range t.Buckets {
+	b = binary.AppendUvarint(b, t.Runs)
+	b = appendHistogram(b, t.Duration)
+	binary.LittleEndian.PutUint32(b[start:], crc32.Checksum(b[start+4:], castagnoli))
+	return b
+}
+
+// appendHistogram appends a histogram: count, sum, the classic buckets,
+// then the native zero bucket and the native buckets in index order (the
+// native part was added in format 2; see decodeHistogram).
+func appendHistogram(b []byte, h *runs.Histogram) []byte {
+	b = binary.AppendUvarint(b, h.Count)
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(h.Sum))
+	b = binary.AppendUvarint(b, uint64(len(h.Buckets)))
+	for _, n := range h.Buckets {
 		b = binary.AppendUvarint(b, n)
 	}
-	binary.LittleEndian.PutUint32(b[start:], crc32.Checksum(b[start+4:], castagnoli))
+	b = binary.AppendUvarint(b, h.ZeroCount)
+	keys := slices.Sorted(maps.Keys(h.Native))
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = binary.AppendVarint(b, int64(k))
+		b = binary.AppendUvarint(b, h.Native[k])
+	}
 	return b
 }
 
@@ -208,17 +227,53 @@ func decodeTotal(v []byte) (*runs.Total, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &runs.Total{Count: d.uvarint(), Observed: d.uvarint(), Sum: math.Float64frombits(d.uint64())}
+	t := &runs.Total{Runs: d.uvarint()}
+	t.Duration = d.histogram()
+	return t, d.end()
+}
+
+// histogram reads what appendHistogram wrote. A record of format 1 ends
+// after the classic buckets; its native buckets are made from them, each
+// bucket's count put in the native bucket of its upper bound, so the two
+// forms keep the same count (Prometheus refuses a native histogram whose
+// buckets do not add up to its count). Only the spread of those old
+// observations is approximate.
+func (d *decoder) histogram() *runs.Histogram {
+	h := runs.NewHistogram()
+	h.Count, h.Sum = d.uvarint(), math.Float64frombits(d.uint64())
 	// The bucket layout was checked against runs.DurationBuckets at Open; a
 	// record with another length is damaged.
-	if n := d.uvarint(); n != uint64(len(runs.DurationBuckets)+1) {
-		return nil, errRecord
+	if n := d.uvarint(); n != uint64(len(h.Buckets)) {
+		d.fail()
+		return h
 	}
-	t.Buckets = make([]uint64, len(runs.DurationBuckets)+1)
-	for i := range t.Buckets {
-		t.Buckets[i] = d.uvarint()
+	for i := range h.Buckets {
+		h.Buckets[i] = d.uvarint()
 	}
-	return t, d.end()
+	if d.err == nil && d.i == len(d.s) {
+		for i, n := range h.Buckets {
+			if n == 0 {
+				continue
+			}
+			bound := 2 * runs.DurationBuckets[len(runs.DurationBuckets)-1]
+			if i < len(runs.DurationBuckets) {
+				bound = runs.DurationBuckets[i]
+			}
+			h.Native[runs.NativeBucket(bound)] += n
+		}
+		return h
+	}
+	h.ZeroCount = d.uvarint()
+	n := d.uvarint()
+	if n > uint64(len(d.s)-d.i) {
+		d.fail()
+		return h
+	}
+	for range n {
+		k, c := d.varint(), d.uvarint()
+		h.Native[int(k)] = c
+	}
+	return h
 }
 
 // appendBounds encodes histogram bucket bounds for the meta bucket.

@@ -40,7 +40,7 @@ func FuzzStateRoundTrip(f *testing.F) {
 			return time.Time{}
 		}
 		st := runs.State{
-			ID: id, FetchOK: on(0), Counted: on(1), Retired: on(2), FailReason: name,
+			ID: id, FetchOK: on(0), Verdict: verdictOf(on(1)), Retired: on(2), FailReason: name,
 			LastSuccess: at(3), NotFoundSince: at(4), StatusSince: at(5), ProgressUpdated: at(6), FinishedSeen: at(7),
 		}
 		if on(8) {
@@ -93,4 +93,11 @@ func TestDecodeRefuses(t *testing.T) {
 func reCRC(b []byte) []byte {
 	binary.LittleEndian.PutUint32(b, crc32.Checksum(b[4:], castagnoli))
 	return b
+}
+
+func verdictOf(counted bool) runs.Verdict {
+	if counted {
+		return runs.Counted
+	}
+	return runs.Undecided
 }

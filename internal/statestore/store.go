@@ -433,12 +433,14 @@ func (s *Store) commit(batch map[string]*pending) (counted []runs.Finish, err er
 					if err := addTotal(tb, *p.fin, &arena); err != nil {
 						return err
 					}
-					st.Counted = true
+					st.Verdict = runs.Counted
 					if !p.delivered {
 						counted = append(counted, *p.fin)
 					}
 				}
-				st.Counted = st.Counted || wasCounted
+				if wasCounted {
+					st.Verdict = runs.Counted
+				}
 				k := sub(&arena, func(b []byte) []byte { return append(b, key...) })
 				v := sub(&arena, func(b []byte) []byte { return appendState(b, key, &st) })
 				if err := rb.Put(k, v); err != nil {
@@ -464,7 +466,7 @@ func sub(arena *[]byte, fn func([]byte) []byte) []byte {
 
 func addTotal(tb *bolt.Bucket, f runs.Finish, arena *[]byte) error {
 	k := sub(arena, func(b []byte) []byte { return appendTotalKey(b, f.Key) })
-	t := runs.Totals{}
+	t := runs.NewTotals()
 	if old := tb.Get(k); old != nil {
 		tot, err := decodeTotal(old)
 		if err != nil {
@@ -472,10 +474,10 @@ func addTotal(tb *bolt.Bucket, f runs.Finish, arena *[]byte) error {
 			// fails and the next start reports the file as corrupt.
 			return damaged("lifecycle total %q: %v", k, err)
 		}
-		t[f.Key] = tot
+		t.Finished[f.Key] = tot
 	}
-	t.Add(f)
-	return tb.Put(k, sub(arena, func(b []byte) []byte { return appendTotal(b, t[f.Key]) }))
+	t.AddFinish(f)
+	return tb.Put(k, sub(arena, func(b []byte) []byte { return appendTotal(b, t.Finished[f.Key]) }))
 }
 
 // Get returns a run's latest state, a queued change included; ok is false
@@ -542,7 +544,7 @@ func (s *Store) States() ([]runs.State, error) {
 
 // Totals returns the committed lifecycle totals.
 func (s *Store) Totals() (runs.Totals, error) {
-	t := runs.Totals{}
+	t := runs.NewTotals()
 	err := guard(func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
@@ -554,13 +556,13 @@ func (s *Store) Totals() (runs.Totals, error) {
 				if err != nil {
 					return damaged("lifecycle total %q: %v", k, err)
 				}
-				t[key] = tot
+				t.Finished[key] = tot
 				return nil
 			})
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", s.path, err)
+		return runs.Totals{}, fmt.Errorf("reading %s: %w", s.path, err)
 	}
 	return t, nil
 }

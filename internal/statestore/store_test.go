@@ -70,7 +70,7 @@ func TestStateRoundTrip(t *testing.T) {
 			ID: full.ID, Run: full, FetchOK: true, FailReason: odd,
 			LastSuccess: ts("2025-06-01T12:00:00.000000007Z"), NotFoundSince: ts("2025-06-01T12:00:01Z"),
 			StatusSince: ts("2025-06-01T12:00:02Z"), ProgressUpdated: ts("2025-06-01T12:00:03Z"),
-			FinishedSeen: ts("2025-06-01T12:00:04Z"), Counted: true, Retired: true,
+			FinishedSeen: ts("2025-06-01T12:00:04Z"), Verdict: runs.Counted, Retired: true,
 		}},
 		{"upper-case ID kept as given, Run.ID in another case", runs.State{
 			ID:  "ABCDEF01-0D44-4B50-8888-8DD25736052A",
@@ -141,7 +141,7 @@ func TestGetMissing(t *testing.T) {
 
 func TestTotalsRoundTrip(t *testing.T) {
 	s := openT(t, t.TempDir(), Options{})
-	want := runs.Totals{}
+	want := runs.NewTotals()
 	durations := []time.Duration{0, 500 * time.Millisecond, time.Second, 1500 * time.Millisecond, 59 * time.Minute, 30 * time.Hour}
 	for i, d := range durations {
 		for j, key := range []runs.TotalKey{
@@ -150,9 +150,9 @@ func TestTotalsRoundTrip(t *testing.T) {
 			{WorkflowName: "odd \"name\"\n\xff", WorkflowType: "", Status: "weird"},
 		} {
 			fin := runs.Finish{Key: key, Duration: d, HasDuration: i != 2}
-			st := runs.State{ID: runID(1, i*10+j), Counted: true}
+			st := runs.State{ID: runID(1, i*10+j), Verdict: runs.Counted}
 			s.Put(st, &fin)
-			want.Add(fin)
+			want.AddFinish(fin)
 		}
 	}
 	s = reopen(t, s)
@@ -168,8 +168,8 @@ func TestTotalsRoundTrip(t *testing.T) {
 
 func dumpTotals(t runs.Totals) string {
 	var lines []string
-	for k, v := range t {
-		lines = append(lines, fmt.Sprintf("%q: %+v; ", k, *v))
+	for k, v := range t.Finished {
+		lines = append(lines, fmt.Sprintf("%q: %d %+v; ", k, v.Runs, *v.Duration))
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "")
@@ -206,7 +206,7 @@ func TestExactlyOnce(t *testing.T) {
 	later.FetchOK, later.FailReason = false, "network" // a later change of the same run
 	fresh := runs.State{ID: strings.ToUpper(st.ID)}    // the ID removed and re-added with no memory of it
 	freshFinished := fresh
-	freshFinished.Run, freshFinished.Counted = st.Run, true
+	freshFinished.Run, freshFinished.Verdict = st.Run, runs.Counted
 	cases := []struct {
 		name string
 		// rounds of Puts; the store is closed and reopened after each
@@ -257,14 +257,14 @@ func TestExactlyOnce(t *testing.T) {
 	}
 }
 
-func withCounted(st runs.State) runs.State    { st.Counted = true; return st }
-func withoutCounted(st runs.State) runs.State { st.Counted = false; return st }
+func withCounted(st runs.State) runs.State    { st.Verdict = runs.Counted; return st }
+func withoutCounted(st runs.State) runs.State { st.Verdict = runs.Undecided; return st }
 
 func countOf(t runs.Totals, k runs.TotalKey) uint64 {
-	if t[k] == nil {
+	if t.Finished[k] == nil {
 		return 0
 	}
-	return t[k].Count
+	return t.Finished[k].Runs
 }
 
 // OnCommit runs after the commit: the file already holds the finishes it
@@ -275,13 +275,13 @@ func TestOnCommitAfterCommit(t *testing.T) {
 	var calls []int
 	var errs []string
 	onCommit := func(fins []runs.Finish) {
-		want := runs.Totals{}
+		want := runs.NewTotals()
 		for _, f := range fins {
-			want.Add(f)
+			want.AddFinish(f)
 		}
 		tot := totalsOfCopy(t, s.Path())
-		for k, w := range want {
-			if countOf(tot, k) < w.Count {
+		for k, w := range want.Finished {
+			if countOf(tot, k) < w.Runs {
 				errs = append(errs, "OnCommit before the file held "+k.WorkflowName)
 			}
 		}
@@ -416,15 +416,15 @@ func TestGetSeesQueuedChanges(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s.Put(runs.State{ID: id, FetchOK: true, Counted: true, Run: &runs.Run{ID: id, Status: runs.StatusFailed}}, nil)
+	s.Put(runs.State{ID: id, FetchOK: true, Verdict: runs.Counted, Run: &runs.Run{ID: id, Status: runs.StatusFailed}}, nil)
 	st, ok, err := s.Get(id)
-	if err != nil || !ok || !st.Counted || st.Run == nil {
+	if err != nil || !ok || st.Verdict != runs.Counted || st.Run == nil {
 		t.Errorf("Get before the commit = %+v %v %v, want the queued state", st, ok, err)
 	}
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if st, ok, _ := s.Get(id); !ok || !st.Counted {
+	if st, ok, _ := s.Get(id); !ok || st.Verdict != runs.Counted {
 		t.Errorf("Get after the commit = %+v %v", st, ok)
 	}
 }

@@ -283,8 +283,11 @@ type e2eEnv struct {
 	hold *atomic.Bool
 }
 
-// e2eStart is the simulated API's time when a test starts.
-var e2eStart = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+// e2eStart is the simulated API's time when a test starts: the time the
+// tests started, so that finished_at values are as recent as the sample
+// says when the exporter, on its own clock, decides whether a run first
+// seen finished falls within runs.count_window (1h).
+var e2eStart = time.Now().UTC().Truncate(time.Second)
 
 // newE2EEnv serves n sample runs (see simapi.SampleRuns).
 func newE2EEnv(t *testing.T, n int) *e2eEnv {

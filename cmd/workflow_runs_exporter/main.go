@@ -29,6 +29,7 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/api"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/config"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/endpoints"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/ledger"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/logging"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/reloader"
@@ -124,10 +125,10 @@ func run() int {
 	}
 
 	runMetrics := collector.NewMetricsStore(config.Default().API.ProgressMax)
-	pollerOptions := poller.Options{Logger: logger, Registerer: self, Publisher: runMetrics}
+	ledgerOptions := ledger.Options{Logger: logger, Owns: assignment.Owns, Counter: runMetrics}
 	var store *statestore.Store
 	if *storagePath != "" {
-		store, err = statestore.Open(*storagePath, statestore.Options{Logger: logger, Registerer: self, OnCommit: func(fs []runs.Finish) { runMetrics.AddCounts(runs.Counts{Finishes: fs}) }})
+		store, err = statestore.Open(*storagePath, statestore.Options{Logger: logger, Registerer: self, OnCommit: runMetrics.AddCounts})
 		if err != nil {
 			return fail("opening the state store failed", err)
 		}
@@ -137,10 +138,11 @@ func run() int {
 			return fail("reading the state store failed", err)
 		}
 		runMetrics.SetTotals(totals)
-		pollerOptions.Journal = store
+		ledgerOptions.Store = store
 		level.Info(logger).Log("msg", "state store opened", "path", store.Path())
 	}
-	p := poller.New(pollerOptions)
+	led := ledger.New(ledgerOptions)
+	p := poller.New(poller.Options{Logger: logger, Registerer: self, MetricsStore: runMetrics, Ledger: led})
 	reload := reloader.New(reloader.Options{
 		Logger: logger, Registerer: self, Load: load, Shard: assignment, Poller: p,
 		Instrument: api.NewMetrics(self).Instrument,
@@ -151,10 +153,24 @@ func run() int {
 		}
 		return 1 // Reload logged the error, naming the field.
 	}
+	if store != nil {
+		// What earlier processes left of runs no longer tracked goes now,
+		// but what counting still needs; every record is read (and checked)
+		// once.
+		deleted, err := led.Sweep(time.Now(), p.Known)
+		if err != nil {
+			store.Close()
+			return fail("reading the state store failed", err)
+		}
+		level.Info(logger).Log("msg", "state store swept", "deleted_runs", deleted, "kept_dropped_runs", led.Kept())
+	}
 
 	handler, err := endpoints.Handler(endpoints.Options{
 		Logger: logger, MetricsPath: *metricsPath, Runs: runMetrics, Self: self, ExporterMetrics: exporterMetrics,
-		MaxRequests: *maxRequests, Ready: p.Ready, Reload: reload.Reload, Probe: p.Probe,
+		MaxRequests: *maxRequests, Ready: p.Ready, Reload: reload.Reload, Probe: func(ctx context.Context, id string) runs.State {
+			st, _ := p.Probe(ctx, id) // a refused probe answers with what is known; /probe says 503 once it can
+			return st
+		},
 	})
 	if err != nil {
 		if store != nil {
@@ -170,6 +186,13 @@ func run() int {
 	background.Go(func() { reload.Run(ctx) })
 	if store != nil {
 		background.Go(func() { store.Run(ctx) })
+		background.Go(func() {
+			// The whole-file check runs after the start, not before it:
+			// start-up follows the runs tracked, not the file's size.
+			if err := store.Check(); err != nil {
+				level.Error(logger).Log("msg", "the state store is damaged", "err", err)
+			}
+		})
 	}
 
 	srv := endpoints.NewServer(handler, endpoints.DefaultServerTimeouts)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/collector"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/fetch"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 )
 
@@ -27,16 +28,16 @@ func BenchmarkIdleCycle(b *testing.B) {
 				api.set(ids[i], ok(runs.StatusCompleted, 100))
 			}
 			store := collector.NewMetricsStore(100)
-			p := New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), Publisher: store})
-			p.Apply(api, Settings{IDs: ids, Interval: time.Hour, Concurrency: 8, MaxRequestsPerSecond: 1e9, ProgressMax: 100})
-			p.cycle(context.Background()) // the first cycle fetches every run
+			p := New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), MetricsStore: store})
+			p.Apply(api, Settings{IDs: ids, Interval: time.Hour, Concurrency: 8, MaxRequestsPerSecond: 1e9, ProgressMax: 100, ProbeMaxRuns: 1})
+			<-p.startCycle(context.Background()).done // the first cycle fetches every run
 			if api.totalCalls() != n || store.Len() != n {
 				b.Fatalf("%d calls, %d runs in the store", api.totalCalls(), store.Len())
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				p.cycle(context.Background())
+				<-p.startCycle(context.Background()).done
 			}
 			if api.totalCalls() != n {
 				b.Fatalf("idle cycles made %d requests", api.totalCalls()-n)
@@ -50,20 +51,20 @@ func BenchmarkIdleCycle(b *testing.B) {
 // the run metrics store.
 func BenchmarkRecord(b *testing.B) {
 	store := collector.NewMetricsStore(100)
-	p := New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), Publisher: store})
+	p := New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), MetricsStore: store})
 	const n = 10000
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("%08x-0d44-4b50-8888-8dd25736052a", i)
 	}
-	p.Apply(newFakeAPI(), Settings{IDs: ids, Interval: time.Hour, Concurrency: 8, MaxRequestsPerSecond: 1e9, ProgressMax: 100})
+	p.Apply(newFakeAPI(), Settings{IDs: ids, Interval: time.Hour, Concurrency: 8, MaxRequestsPerSecond: 1e9, ProgressMax: 100, ProbeMaxRuns: 1})
 	r := ok(runs.StatusRunning, 10).run
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		run := *r
 		run.ID, run.Progress = ids[i%n], float64(i%100)
-		p.record(ids[i%n], result{run: &run}, false)
+		p.record(ids[i%n], fetch.Result{Run: &run}, false)
 		i++
 	}
 }

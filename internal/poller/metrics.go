@@ -14,8 +14,7 @@ type metrics struct {
 	cycleDuration prometheus.Histogram
 	lastCycle     prometheus.Gauge
 	trackedRuns   prometheus.Gauge
-	pausedUntil   prometheus.Gauge
-	pauses        prometheus.Counter
+	probeRuns     prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -26,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		cycleDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "workflow_runs_exporter_poll_cycle_duration_seconds",
-			Help:    "Time a poll cycle took to fetch every unfinished run, retries included.",
+			Help:    "Time from the start of a poll cycle until each of its runs was answered (retries included) or carried past the next interval's start.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
 		}),
 		lastCycle: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -37,19 +36,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "workflow_runs_exporter_tracked_runs",
 			Help: "Run IDs this instance tracks: configured, and in its shard.",
 		}),
-		pausedUntil: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "workflow_runs_exporter_api_paused_until_timestamp_seconds",
-			Help: "When the last pause of all requests the API asked for (Retry-After) ends or ended, as Unix time; 0 if it never asked.",
-		}),
-		pauses: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "workflow_runs_exporter_api_pauses_total",
-			Help: "Pauses of all requests the API asked for with Retry-After.",
+		probeRuns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "workflow_runs_exporter_probe_runs",
+			Help: "Probe-only runs (probed, not listed) in memory; at most probe.max_runs, the least recently probed let go first.",
 		}),
 	}
 	// Every reason starts at 0, so that rate() works from the first error.
 	for _, r := range api.Reasons {
 		m.fetchErrors.WithLabelValues(string(r))
 	}
-	reg.MustRegister(m.fetchErrors, m.cycleDuration, m.lastCycle, m.trackedRuns, m.pausedUntil, m.pauses)
+	reg.MustRegister(m.fetchErrors, m.cycleDuration, m.lastCycle, m.trackedRuns, m.probeRuns)
 	return m
 }

@@ -2,51 +2,104 @@ package poller
 
 import (
 	"context"
+	"errors"
 
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/fetch"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 )
 
-// Probe returns what is known of run id for GET /probe. A finished run, or
-// one fetched less than poll.interval ago, is answered from memory; any
-// other is fetched first, once however many probes ask at the same time,
-// through the same rate limit and request slots as the poll cycles, so
-// that many probe targets cannot make the exporter flood the API. The
-// fetch is one attempt within ctx: a probe has a scrape's deadline, and a
-// failed attempt shows as fetch_success 0 until the next one.
-func (p *Poller) Probe(ctx context.Context, id string) runs.State {
+// Probe returns what is known of run id for GET /probe (DESIGN §9).
+//
+// A finished run, or one fetched less than poll.interval ago, is answered
+// from memory; any other is fetched first: once however many probes ask
+// at the same time, and not again if a poll cycle is fetching it already
+// (the probe waits for that answer). The fetch is one attempt within ctx,
+// a probe having a scrape's deadline, through the same client, rate limit
+// and slots as the poll cycles, but with at most half of them while poll
+// requests wait (fetch.Gate).
+//
+// Only a run the API answered with a run stays in memory (probe-only, at
+// most probe.max_runs of them, the least recently probed let go first);
+// an unknown ID, a timeout or a refused probe leaves nothing behind. When
+// too many probes wait for a request already, a run in memory is answered
+// from memory and any other is refused with fetch.ErrBusy.
+func (p *Poller) Probe(ctx context.Context, id string) (runs.State, error) {
 	p.mu.Lock()
-	e := p.entry(id)
 	now := p.now()
-	e.probed = now
-	call := e.probe
-	fresh := !e.lastAttempt.IsZero() && now.Sub(e.lastAttempt) < p.settings.Interval
-	if call == nil && (e.state.Finished() || fresh || !p.applied) {
-		st := e.state
-		p.mu.Unlock()
-		return st
+	e := p.entries[id]
+	if e == nil && p.applied {
+		// Remembered by the state store (a run counted within the
+		// window, say): in memory again, probe-only.
+		if st, ok := p.ledger.Load([]string{id}, now)[id]; ok {
+			e = p.newEntry(id, st)
+			e.inProbeOnly = p.probeOnly.PushBack(id)
+			p.evictProbed()
+		}
 	}
-	if call == nil {
-		call = &probeCall{done: make(chan struct{})}
-		e.probe = call
-		// Counted from the start: a fetch cut short by the probe's deadline
-		// still waits an interval before the next, so an API slower than
-		// the scrape timeout is not asked on every scrape.
-		e.lastAttempt = now
+	if e != nil {
+		e.probed = now
+		if e.inProbeOnly != nil {
+			p.probeOnly.MoveToBack(e.inProbeOnly)
+		}
+	}
+	c := p.calls[id]
+	if c == nil {
+		fresh := e != nil && !e.lastFetch.IsZero() && now.Sub(e.lastFetch) < p.settings.Interval
+		if !p.applied || e != nil && (e.state.Finished() || e.state.Retired || fresh) {
+			st := runs.State{ID: id}
+			if e != nil {
+				st = e.state
+			}
+			p.mu.Unlock()
+			return st, nil
+		}
+		c = &call{done: make(chan struct{}), probe: true}
+		p.calls[id] = c
+		if e != nil {
+			// Counted from the start: a fetch cut short by the probe's
+			// deadline still waits an interval before the next, so an API
+			// slower than the scrape timeout is not asked on every scrape.
+			e.lastFetch, e.byProbe = now, true
+		}
 		p.mu.Unlock()
-		res := p.fetch(ctx, id, 1)
-		p.record(id, res, true)
+		c.state, c.err = p.probeFetch(ctx, id)
 		p.mu.Lock()
-		e.probe = nil
+		delete(p.calls, id)
 		p.mu.Unlock()
-		close(call.done)
+		close(c.done)
 	} else {
 		p.mu.Unlock()
 		select {
-		case <-call.done:
+		case <-c.done:
 		case <-ctx.Done():
 		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return e.state
+	if e := p.entries[id]; e != nil {
+		return e.state, nil
+	}
+	select {
+	case <-c.done:
+		return c.state, c.err
+	default:
+		return runs.State{ID: id}, nil // gave up waiting at its deadline
+	}
+}
+
+// probeFetch makes one attempt for a probe and records it.
+func (p *Poller) probeFetch(ctx context.Context, id string) (runs.State, error) {
+	turn, err := p.gate.Wait(ctx, fetch.Probe)
+	if err != nil {
+		if errors.Is(err, fetch.ErrBusy) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if e := p.entries[id]; e != nil {
+				return e.state, nil
+			}
+			return runs.State{ID: id}, err
+		}
+		return runs.State{ID: id}, nil // its deadline: fetch_success 0
+	}
+	return p.record(id, turn.Do(ctx, id), true), nil
 }

@@ -24,7 +24,10 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/api"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/config"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/endpoints"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/fetch"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/ledger"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/shard"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
@@ -67,8 +70,9 @@ func newFixture(t *testing.T, n int, extra string, wrap ...func(http.Handler) ht
 	logger := level.NewFilter(log.NewLogfmtLogger(f.logs), level.AllowDebug())
 	reg := prometheus.NewRegistry()
 	store := collector.NewMetricsStore(100)
-	f.poller = poller.New(poller.Options{Logger: logger, Registerer: reg, Publisher: store,
-		Backoff: poller.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Attempts: 2}})
+	f.poller = poller.New(poller.Options{Logger: logger, Registerer: reg, MetricsStore: store,
+		Ledger:  ledger.New(ledger.Options{Logger: logger, Counter: store}),
+		Backoff: fetch.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Attempts: 2}})
 	f.reloader = New(Options{
 		Logger: logger, Registerer: reg, Poller: f.poller, Shard: shard.Assignment{Count: 1},
 		Load:         func() (*config.Config, error) { return config.LoadFile(filepath.Join(f.dir, "config.yml")) },
@@ -76,7 +80,10 @@ func newFixture(t *testing.T, n int, extra string, wrap ...func(http.Handler) ht
 		IDsFileCheck: 10 * time.Millisecond,
 	})
 	handler, err := endpoints.Handler(endpoints.Options{Logger: logger, MetricsPath: "/metrics", Runs: store, Self: reg,
-		Ready: f.poller.Ready, Reload: f.reloader.Reload, Probe: f.poller.Probe})
+		Ready: f.poller.Ready, Reload: f.reloader.Reload, Probe: func(ctx context.Context, id string) runs.State {
+			st, _ := f.poller.Probe(ctx, id)
+			return st
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,6 +73,8 @@ func (p *Plan) settings() poller.Settings {
 		ProgressMax:          c.API.ProgressMax,
 		FinishedRetention:    c.Runs.FinishedRetention.Duration,
 		NotFoundGrace:        c.Runs.NotFoundGrace.Duration,
+		CountWindow:          c.Runs.CountWindow.Duration,
+		ProbeMaxRuns:         c.Probe.MaxRuns,
 	}
 }
 

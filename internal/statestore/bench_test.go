@@ -57,7 +57,7 @@ func fixture(b *testing.B, n int) string {
 		r := *st.Run
 		r.Status, r.Progress, r.FinishedAt = runs.StatusRunning, 40, time.Time{}
 		st.Run, st.FinishedSeen, st.Verdict = &r, time.Time{}, runs.Undecided
-		s.Put(st, nil)
+		s.Put(st, runs.Counts{})
 		flushEvery(i)
 	}
 	for i := range n {
@@ -92,7 +92,7 @@ func BenchmarkPut(b *testing.B) {
 		states := finishedStates(stored)
 		i := 0
 		for b.Loop() {
-			s.Put(states[i%stored], nil)
+			s.Put(states[i%stored], runs.Counts{})
 			i++
 		}
 	})
@@ -116,7 +116,7 @@ func BenchmarkPut(b *testing.B) {
 			for b.Loop() {
 				st := states[(i*7919)%stored] // a stored run, changed
 				st.FetchOK = i%2 == 0
-				s.Put(st, nil)
+				s.Put(st, runs.Counts{})
 				i++
 				if i%batch == 0 {
 					if err := s.Flush(); err != nil {

@@ -80,7 +80,7 @@ var testEpoch = time.Date(2025, 3, 14, 9, 26, 53, 589793238, time.UTC)
 
 // finishedState returns a realistic finished, counted run: what most of a
 // long-lived store holds.
-func finishedState(seed uint64, i int) (runs.State, *runs.Finish) {
+func finishedState(seed uint64, i int) (runs.State, runs.Counts) {
 	created := testEpoch.Add(time.Duration(i) * time.Second)
 	finished := created.Add(time.Duration(60+i%3600) * time.Second)
 	seen := finished.Add(17 * time.Second)
@@ -102,9 +102,9 @@ func finishedState(seed uint64, i int) (runs.State, *runs.Finish) {
 		LastSuccess: seen, StatusSince: seen, ProgressUpdated: created.Add(3 * time.Second), FinishedSeen: seen,
 		Verdict: runs.Counted,
 	}
-	fin := &runs.Finish{Key: runs.TotalKey{WorkflowName: r.WorkflowName, WorkflowType: r.WorkflowType, Status: r.Status}}
+	fin := runs.Finish{RunID: r.ID, Key: runs.TotalKey{WorkflowName: r.WorkflowName, WorkflowType: r.WorkflowType, Status: r.Status}, FinishedAt: finished}
 	fin.Duration, fin.HasDuration = r.Duration()
-	return st, fin
+	return st, runs.Counts{Finishes: []runs.Finish{fin}}
 }
 
 // holdLock opens the store in dir, says "ready" and keeps it open until its
@@ -158,7 +158,7 @@ func writeUntilKilled(dir string) int {
 		r.Progress = seq[st.ID]
 		st.Run = &r
 		if seq[st.ID] > 1 {
-			fin = nil
+			fin = runs.Counts{}
 		}
 		s.Put(st, fin)
 		unacked[st.ID] = seq[st.ID]

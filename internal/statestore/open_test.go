@@ -2,7 +2,10 @@ package statestore
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -242,6 +245,12 @@ func TestOpenCorrupt(t *testing.T) {
 		{"a newer schema version", func(t *testing.T, path string) {
 			setMeta(t, path, keyVersion, []byte{schemaVersion + 1})
 		}, ErrIncompatible},
+		{"the schema version scribbled over", func(t *testing.T, path string) {
+			setMeta(t, path, keyVersion, []byte{0xc7})
+		}, ErrCorrupt},
+		{"the histogram bounds scribbled over", func(t *testing.T, path string) {
+			setMeta(t, path, keyBounds, random(5, 40))
+		}, ErrCorrupt},
 		{"other histogram buckets", func(t *testing.T, path string) {
 			setMeta(t, path, keyBounds, appendBounds(nil, []float64{1, 2, 3}))
 		}, ErrIncompatible},
@@ -252,10 +261,9 @@ func TestOpenCorrupt(t *testing.T) {
 			dir := copyStore(t, clean)
 			path := filepath.Join(dir, FileName)
 			c.damage(t, path)
-			s, err := Open(dir, Options{})
+			err := start(dir)
 			if err == nil {
-				_ = s.Close()
-				t.Fatal("Open succeeded on a damaged file")
+				t.Fatal("a start succeeded on a damaged file")
 			}
 			t.Log(err)
 			msg := err.Error()
@@ -284,8 +292,23 @@ func setMeta(t testing.TB, path string, key, value []byte) {
 	}
 }
 
-// Random damage anywhere in the file: Open either fails with a corrupt
-// error or opens a store that can be read, and never panics or crashes.
+// start does what the exporter's start does with a store: Open, read every
+// record (the ledger's sweep) and the totals, close.
+func start(dir string) error {
+	s, err := Open(dir, Options{})
+	if err != nil {
+		return err
+	}
+	err = s.Each(func(runs.State) bool { return true })
+	if err == nil {
+		_, err = s.Totals()
+	}
+	return errors.Join(err, s.Close())
+}
+
+// Random damage anywhere in the file: a start either fails with a corrupt
+// error naming the file or finds every record readable, and never panics
+// or crashes.
 func TestOpenRandomDamageNeverPanics(t *testing.T) {
 	t.Parallel()
 	clean := storeWithRuns(t, 500)
@@ -311,24 +334,16 @@ func TestOpenRandomDamageNeverPanics(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, FileName), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s, err := Open(dir, Options{})
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
+		if err := start(dir); err != nil {
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "move it away") {
 				t.Errorf("seed %d: %v", seed, err)
 			}
 			failed++
 			continue
 		}
 		opened++
-		if _, err := s.States(); err != nil {
-			t.Errorf("seed %d: opened, then States: %v", seed, err)
-		}
-		if _, err := s.Totals(); err != nil {
-			t.Errorf("seed %d: opened, then Totals: %v", seed, err)
-		}
-		closeT(t, s)
 	}
-	t.Logf("%d damaged files opened (damage in free space), %d refused", opened, failed)
+	t.Logf("%d damaged files started (damage in free space), %d refused", opened, failed)
 }
 
 // An empty file (a crash while creating the store) is a new store.
@@ -338,7 +353,7 @@ func TestOpenEmptyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := openT(t, dir, Options{})
-	s.Put(runs.State{ID: "a"}, nil)
+	s.Put(runs.State{ID: "a"}, runs.Counts{})
 	s = reopen(t, s)
 	defer closeT(t, s)
 	if _, ok, err := s.Get("a"); !ok || err != nil {
@@ -352,5 +367,86 @@ func TestOpenCreatesDirectory(t *testing.T) {
 	closeT(t, openT(t, dir, Options{}))
 	if _, err := os.Stat(filepath.Join(dir, FileName)); err != nil {
 		t.Error(err)
+	}
+}
+
+// A store written by the previous format (1) opens as format 2: the
+// queue-wait totals get their bucket, a run stored unfinished counts as
+// seen unfinished (so it is counted when it finishes), and a total of
+// format 1 gets native buckets that add up to its count.
+func TestUpgradeFromFormat1(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	s := openT(t, dir, Options{noSync: true})
+	done, counts := finishedState(31, 1)
+	running, _ := finishedState(31, 2)
+	r := *running.Run
+	r.Status, r.FinishedAt = runs.StatusRunning, time.Time{}
+	running.Run, running.FinishedSeen, running.Verdict = &r, time.Time{}, runs.Undecided
+	s.Put(done, counts)
+	s.Put(running, runs.Counts{})
+	closeT(t, s)
+
+	// Rewrite it as format 1 wrote it.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := counts.Finishes[0].Key
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(keyVersion, []byte{1}); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(bucketQueueWait); err != nil {
+			return err
+		}
+		// Format 1's total: count, observed, sum, classic buckets.
+		tot := runs.NewTotals()
+		tot.Add(counts)
+		h := tot.Finished[key].Duration
+		v := []byte{0, 0, 0, 0}
+		v = binary.AppendUvarint(v, 1)
+		v = binary.AppendUvarint(v, h.Count)
+		v = binary.LittleEndian.AppendUint64(v, math.Float64bits(h.Sum))
+		v = binary.AppendUvarint(v, uint64(len(h.Buckets)))
+		for _, n := range h.Buckets {
+			v = binary.AppendUvarint(v, n)
+		}
+		binary.LittleEndian.PutUint32(v, crc32.Checksum(v[4:], castagnoli))
+		return tx.Bucket(bucketTotals).Put(appendTotalKey(nil, key), v)
+	})
+	_ = db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s = openT(t, dir, Options{})
+	defer closeT(t, s)
+	got, err := s.GetMany([]string{done.ID, running.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[running.ID].SeenUnfinished || got[done.ID].SeenUnfinished || got[done.ID].Verdict != runs.Counted {
+		t.Errorf("upgraded records: running %+v, done %+v", got[running.ID], got[done.ID])
+	}
+	tot, err := s.Totals()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := tot.Finished[key].Duration
+	var native uint64
+	for _, n := range h.Native {
+		native += n
+	}
+	if tot.Finished[key].Runs != 1 || h.Count != 1 || native+h.ZeroCount != h.Count {
+		t.Errorf("upgraded total: runs %d, count %d, native buckets hold %d", tot.Finished[key].Runs, h.Count, native+h.ZeroCount)
+	}
+	// The queue-wait totals can be written.
+	s.Put(running, runs.Counts{QueueWaits: []runs.QueueWait{{RunID: running.ID, Key: runs.WorkflowKey{WorkflowName: "w"}, Wait: time.Minute}}})
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if tot, err := s.Totals(); err != nil || tot.QueueWait[runs.WorkflowKey{WorkflowName: "w"}].Count != 1 {
+		t.Errorf("queue wait after the upgrade: %+v, %v", tot.QueueWait, err)
 	}
 }

@@ -32,10 +32,11 @@ import (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Flag bits of a state record.
+// Flag bits of a state record. Format 2 added the bits from fQueuedSeen
+// on; a format-1 record has none of them and reads the same.
 const (
 	fFetchOK = 1 << iota
-	fCounted
+	fCounted // Verdict runs.Counted
 	fRetired
 	fID    // State.ID differs from its key (not lower-case): stored
 	fRun   // State.Run is not nil
@@ -49,6 +50,10 @@ const (
 	fFinishedSeen
 	fCreatedAt
 	fFinishedAt
+	fQueuedSeen
+	fLeftQueue
+	fSeenUnfinished
+	fNotCounted // Verdict runs.NotCounted
 
 	fAll    = 1<<iota - 1
 	fRunAll = fRunID | fHasProgress | fProgress | fCreatedAt | fFinishedAt
@@ -69,6 +74,8 @@ func appendState(b []byte, key string, st *runs.State) []byte {
 	}
 	set(fFetchOK, st.FetchOK)
 	set(fCounted, st.Verdict == runs.Counted)
+	set(fNotCounted, st.Verdict == runs.NotCounted)
+	set(fSeenUnfinished, st.SeenUnfinished)
 	set(fRetired, st.Retired)
 	set(fID, st.ID != key)
 	set(fLastSuccess, !st.LastSuccess.IsZero())
@@ -76,6 +83,8 @@ func appendState(b []byte, key string, st *runs.State) []byte {
 	set(fStatusSince, !st.StatusSince.IsZero())
 	set(fProgressUpdated, !st.ProgressUpdated.IsZero())
 	set(fFinishedSeen, !st.FinishedSeen.IsZero())
+	set(fQueuedSeen, !st.QueuedSeen.IsZero())
+	set(fLeftQueue, !st.LeftQueue.IsZero())
 	r := st.Run
 	if r != nil {
 		f |= fRun
@@ -96,6 +105,8 @@ func appendState(b []byte, key string, st *runs.State) []byte {
 	b = appendTime(b, f&fStatusSince, st.StatusSince)
 	b = appendTime(b, f&fProgressUpdated, st.ProgressUpdated)
 	b = appendTime(b, f&fFinishedSeen, st.FinishedSeen)
+	b = appendTime(b, f&fQueuedSeen, st.QueuedSeen)
+	b = appendTime(b, f&fLeftQueue, st.LeftQueue)
 	if r != nil {
 		if f&fRunID != 0 {
 			b = appendString(b, r.ID)
@@ -124,16 +135,20 @@ func decodeState(key string, v []byte) (runs.State, error) {
 		return runs.State{}, err
 	}
 	f := d.uvarint()
-	if f&^fAll != 0 || (f&fRun == 0 && f&fRunAll != 0) {
+	if f&^fAll != 0 || (f&fRun == 0 && f&fRunAll != 0) || (f&fCounted != 0 && f&fNotCounted != 0) {
 		return runs.State{}, errRecord
 	}
 	st := runs.State{
-		ID:      key,
-		FetchOK: f&fFetchOK != 0,
-		Retired: f&fRetired != 0,
+		ID:             key,
+		FetchOK:        f&fFetchOK != 0,
+		Retired:        f&fRetired != 0,
+		SeenUnfinished: f&fSeenUnfinished != 0,
 	}
-	if f&fCounted != 0 {
+	switch {
+	case f&fCounted != 0:
 		st.Verdict = runs.Counted
+	case f&fNotCounted != 0:
+		st.Verdict = runs.NotCounted
 	}
 	if f&fID != 0 {
 		st.ID = d.string()
@@ -144,6 +159,8 @@ func decodeState(key string, v []byte) (runs.State, error) {
 	st.StatusSince = d.time(f & fStatusSince)
 	st.ProgressUpdated = d.time(f & fProgressUpdated)
 	st.FinishedSeen = d.time(f & fFinishedSeen)
+	st.QueuedSeen = d.time(f & fQueuedSeen)
+	st.LeftQueue = d.time(f & fLeftQueue)
 	if f&fRun != 0 {
 		r := &runs.Run{ID: st.ID, HasProgress: f&fHasProgress != 0}
 		if f&fRunID != 0 {
@@ -220,6 +237,35 @@ func appendHistogram(b []byte, h *runs.Histogram) []byte {
 		b = binary.AppendUvarint(b, h.Native[k])
 	}
 	return b
+}
+
+// appendWorkflowKey appends the bbolt key of a queue-wait total.
+func appendWorkflowKey(b []byte, k runs.WorkflowKey) []byte {
+	b = appendString(b, k.WorkflowName)
+	return appendString(b, k.WorkflowType)
+}
+
+func decodeWorkflowKey(v []byte) (runs.WorkflowKey, error) {
+	d := decoder{s: string(v)}
+	k := runs.WorkflowKey{WorkflowName: d.string(), WorkflowType: d.string()}
+	return k, d.end()
+}
+
+func appendQueueWait(b []byte, h *runs.Histogram) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0)
+	b = appendHistogram(b, h)
+	binary.LittleEndian.PutUint32(b[start:], crc32.Checksum(b[start+4:], castagnoli))
+	return b
+}
+
+func decodeQueueWait(v []byte) (*runs.Histogram, error) {
+	d, err := newDecoder(v)
+	if err != nil {
+		return nil, err
+	}
+	h := d.histogram()
+	return h, d.end()
 }
 
 func decodeTotal(v []byte) (*runs.Total, error) {

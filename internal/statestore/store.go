@@ -1,15 +1,16 @@
 // Package statestore keeps the exporter's run state across restarts
-// (--storage.path, DESIGN §8): each run's last state, whether it has been
-// counted as finished, and the lifecycle totals, in one bbolt file.
+// (--storage.path, DESIGN §8): each run's last state, what the ledger
+// decided about counting it, and the lifecycle totals, in one bbolt file.
 //
 // With it, a restart serves every run's last values from the first scrape,
-// does not fetch finished runs again, and continues the finished-run
-// counters instead of restarting them at 0. Changes are queued by Put and
+// does not fetch finished runs again, and continues the lifecycle counters
+// instead of restarting them at 0. Changes are queued by Put and Delete and
 // committed in the background by Run, so the poller never waits on the
-// disk; a run's "counted" mark and the totals increment for it are committed
-// in one transaction, so a crash at any moment never counts a run twice, and
-// the exporter shows a count only once it is on disk (while commits fail,
-// counts are shown from memory, and a crash then loses them).
+// disk. A run's record and the totals it adds to are committed in one
+// transaction, and what was counted is handed on (OnCommit) only once that
+// transaction is durable: a crash at any moment never counts a run twice,
+// and the exported counters never run ahead of the file, so they never go
+// down. While commits fail they hold, and catch up when a commit works.
 package statestore
 
 import (
@@ -53,17 +54,19 @@ const (
 	// is written in bounded transactions and memory.
 	flushSoon = 1024
 
-	// schemaVersion is the format of the records (record.go). Open refuses
-	// a file with another version rather than misread it.
-	schemaVersion = 1
+	// schemaVersion is the format of the records (record.go). Open
+	// upgrades a file of format 1 and refuses a newer one rather than
+	// misread it.
+	schemaVersion = 2
 )
 
 var (
-	bucketMeta   = []byte("meta")
-	bucketRuns   = []byte("runs")
-	bucketTotals = []byte("totals")
-	keyVersion   = []byte("version")
-	keyBounds    = []byte("duration_buckets")
+	bucketMeta      = []byte("meta")
+	bucketRuns      = []byte("runs")
+	bucketTotals    = []byte("totals")
+	bucketQueueWait = []byte("queue_wait")
+	keyVersion      = []byte("version")
+	keyBounds       = []byte("duration_buckets")
 )
 
 // Errors from Open, wrapped with the path and what to do; the caller exits 1
@@ -92,19 +95,17 @@ type Options struct {
 	// FlushInterval is how often Run commits queued changes;
 	// DefaultFlushInterval when zero.
 	FlushInterval time.Duration
-	// OnCommit receives the finishes the store has counted, once each,
-	// after the commit that counted them is durable, so the exported
-	// counters never run ahead of the file (a counter that went back after
-	// a crash would read as a reset). After a failed commit it receives the
-	// finishes of that commit at once, as the exporter keeps counting from
-	// memory; they stay queued and are retried, and are not delivered
-	// again. A finish the store does not count (the run was already counted
-	// in the file) is not delivered.
+	// OnCommit receives what the store has counted, once each, after the
+	// commit that counted it is durable, so the exported counters never run
+	// ahead of the file (a counter that went back after a crash would read
+	// as a reset). After a failed commit nothing is handed on: the counts
+	// stay queued and are retried. A finish the store does not count (the
+	// file already counts that run) is not handed on.
 	//
 	// It is called by whichever goroutine commits (Run's, or the caller of
 	// Flush or Close), never concurrently with itself; it must not call
 	// Flush or Close.
-	OnCommit func([]runs.Finish)
+	OnCommit func(runs.Counts)
 
 	// noSync skips fsync; only benchmarks building large fixtures set it.
 	noSync bool
@@ -116,7 +117,7 @@ type Store struct {
 	db            *bolt.DB
 	dir, path     string
 	logger        log.Logger
-	onCommit      func([]runs.Finish)
+	onCommit      func(runs.Counts)
 	flushInterval time.Duration
 	storageErrors prometheus.Counter
 
@@ -133,12 +134,13 @@ type Store struct {
 	dbClosed bool
 }
 
-// pending is the queued change of one run: its latest state, and the finish
-// to count, kept until a commit succeeds however many Puts come after.
+// pending is the queued change of one run: its latest state or its
+// deletion, and what to count, kept until a commit succeeds however many
+// Puts come after.
 type pending struct {
-	st        runs.State
-	fin       *runs.Finish
-	delivered bool // fin was given to OnCommit after a failed commit
+	st      runs.State
+	deleted bool
+	counts  runs.Counts
 }
 
 // Open opens the store in dir, creating dir (like Prometheus'
@@ -229,20 +231,33 @@ func (s *Store) SizeBytes() (int64, error) {
 	return fi.Size(), nil
 }
 
-// Put queues the changed state of a run, to be committed by the next flush.
-// It never waits on the disk. Puts of one run coalesce: the latest state
-// wins, and a queued finish stays until a commit succeeds. When fin is not
-// nil the run's record and the totals increment are committed in one
-// transaction. The store counts each run at most once, ever: a finish for a
-// run whose stored record is already counted is dropped, and a stored
-// Counted mark is never cleared by a later Put, so removing and re-adding a
-// run's ID, or a retried commit, cannot count it twice.
+// Put queues the changed state of a run, and what it counts, to be
+// committed by the next flush in one transaction. It never waits on the
+// disk. Puts of one run coalesce: the latest state wins, and counts add up
+// until a commit succeeds. The store counts each run as finished at most
+// once: a finish for a run whose stored record is already counted is
+// dropped (the ledger decides what counts; this only keeps a stale state,
+// read back after a failed read, from counting a run twice).
 //
 // Run IDs are UUIDs, compared without regard to ASCII case (the key is the
 // ID with A-Z lowered; the ID itself is stored as given). Puts after Close
 // are dropped.
-func (s *Store) Put(st runs.State, fin *runs.Finish) {
-	key := keyOf(st.ID)
+func (s *Store) Put(st runs.State, c runs.Counts) {
+	s.queueChange(st.ID, func(p *pending) {
+		p.st, p.deleted = st, false
+		p.counts.Finishes = append(p.counts.Finishes, c.Finishes...)
+		p.counts.QueueWaits = append(p.counts.QueueWaits, c.QueueWaits...)
+	})
+}
+
+// Delete queues the removal of a run's record. Counts queued for it are
+// still committed.
+func (s *Store) Delete(id string) {
+	s.queueChange(id, func(p *pending) { p.st, p.deleted = runs.State{ID: id}, true })
+}
+
+func (s *Store) queueChange(id string, change func(*pending)) {
+	key := keyOf(id)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -253,13 +268,7 @@ func (s *Store) Put(st runs.State, fin *runs.Finish) {
 		p = &pending{}
 		s.queue[key] = p
 	}
-	p.st = st
-	// A run finishes once (runs.State.Succeeded); a second finish while the
-	// first is queued would count the run twice, and is dropped.
-	if fin != nil && p.fin == nil {
-		f := *fin
-		p.fin = &f
-	}
+	change(p)
 	n := len(s.queue)
 	s.mu.Unlock()
 	if n >= flushSoon {
@@ -346,7 +355,9 @@ func (s *Store) flush() error {
 			level.Info(s.logger).Log("msg", "writing the state store works again", "path", s.path, "failed_commits", s.failures)
 			s.failing, s.failures = false, 0
 		}
-		s.deliver(counted)
+		if s.onCommit != nil && !counted.Empty() {
+			s.onCommit(counted)
+		}
 		return nil
 	}
 
@@ -356,25 +367,17 @@ func (s *Store) flush() error {
 	if !s.failing {
 		// One warning per streak: a full disk fails every commit, and a
 		// line per commit would bury everything else.
-		level.Warn(s.logger).Log("msg", "writing the state store failed; serving from memory and retrying", "path", s.path, "queued_runs", len(batch), "err", err)
+		level.Warn(s.logger).Log("msg", "writing the state store failed; the lifecycle counters hold until a commit works, run metrics are served from memory", "path", s.path, "queued_runs", len(batch), "err", err)
 		s.failing = true
 	} else {
 		level.Debug(s.logger).Log("msg", "writing the state store failed again", "path", s.path, "failed_commits", s.failures, "err", err)
 	}
-	var fins []runs.Finish
-	for _, p := range batch {
-		if p.fin != nil && !p.delivered {
-			fins = append(fins, *p.fin)
-			p.delivered = true
-		}
-	}
 	s.requeue(batch)
-	s.deliver(fins)
 	return err
 }
 
 // requeue puts a failed batch back, under what was queued since: the newer
-// state wins, the older finish is kept.
+// state or deletion wins, the counts of both are kept.
 func (s *Store) requeue(batch map[string]*pending) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -384,21 +387,13 @@ func (s *Store) requeue(batch map[string]*pending) {
 			s.queue[key] = old
 			continue
 		}
-		if old.fin != nil {
-			cur.fin, cur.delivered = old.fin, old.delivered
-		}
+		cur.counts.Finishes = append(old.counts.Finishes, cur.counts.Finishes...)
+		cur.counts.QueueWaits = append(old.counts.QueueWaits, cur.counts.QueueWaits...)
 	}
 }
 
-func (s *Store) deliver(fins []runs.Finish) {
-	if s.onCommit != nil && len(fins) > 0 {
-		s.onCommit(fins)
-	}
-}
-
-// commit writes batch in one transaction and returns the finishes it
-// counted that were not delivered yet.
-func (s *Store) commit(batch map[string]*pending) (counted []runs.Finish, err error) {
+// commit writes batch in one transaction and returns what it counted.
+func (s *Store) commit(batch map[string]*pending) (counted runs.Counts, err error) {
 	keys := make([]string, 0, len(batch))
 	for k := range batch {
 		keys = append(keys, k)
@@ -407,7 +402,8 @@ func (s *Store) commit(batch map[string]*pending) (counted []runs.Finish, err er
 	sort.Strings(keys)
 	err = guard(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
-			rb, tb := tx.Bucket(bucketRuns), tx.Bucket(bucketTotals)
+			counted = runs.Counts{}
+			rb, tb, qb := tx.Bucket(bucketRuns), tx.Bucket(bucketTotals), tx.Bucket(bucketQueueWait)
 			// bbolt keeps the key and value slices until the commit, so
 			// each gets its own bytes; one arena keeps that to a few
 			// allocations.
@@ -416,12 +412,8 @@ func (s *Store) commit(batch map[string]*pending) (counted []runs.Finish, err er
 				p := batch[key]
 				if len(key) == 0 || len(key) > bolt.MaxKeySize {
 					level.Warn(s.logger).Log("msg", "run ID cannot be stored; its state is kept in memory only", "run_id_bytes", len(key))
-					if p.fin != nil && !p.delivered {
-						counted = append(counted, *p.fin)
-					}
 					continue
 				}
-				st := p.st
 				wasCounted := false
 				if old := rb.Get([]byte(key)); old != nil {
 					// A record that cannot be read counts as not counted:
@@ -429,19 +421,33 @@ func (s *Store) commit(batch map[string]*pending) (counted []runs.Finish, err er
 					// stop the store for one bad record.
 					wasCounted, _ = storedCounted(old)
 				}
-				if p.fin != nil && !wasCounted {
-					if err := addTotal(tb, *p.fin, &arena); err != nil {
+				for _, f := range p.counts.Finishes {
+					if wasCounted {
+						continue
+					}
+					if err := addTotal(tb, f, &arena); err != nil {
 						return err
 					}
-					st.Verdict = runs.Counted
-					if !p.delivered {
-						counted = append(counted, *p.fin)
-					}
+					counted.Finishes = append(counted.Finishes, f)
+					wasCounted = true
 				}
+				for _, q := range p.counts.QueueWaits {
+					if err := addQueueWait(qb, q, &arena); err != nil {
+						return err
+					}
+					counted.QueueWaits = append(counted.QueueWaits, q)
+				}
+				k := sub(&arena, func(b []byte) []byte { return append(b, key...) })
+				if p.deleted {
+					if err := rb.Delete(k); err != nil {
+						return err
+					}
+					continue
+				}
+				st := p.st
 				if wasCounted {
 					st.Verdict = runs.Counted
 				}
-				k := sub(&arena, func(b []byte) []byte { return append(b, key...) })
 				v := sub(&arena, func(b []byte) []byte { return appendState(b, key, &st) })
 				if err := rb.Put(k, v); err != nil {
 					return err
@@ -451,7 +457,7 @@ func (s *Store) commit(batch map[string]*pending) (counted []runs.Finish, err er
 		})
 	})
 	if err != nil {
-		return nil, err
+		return runs.Counts{}, err
 	}
 	return counted, nil
 }
@@ -480,74 +486,131 @@ func addTotal(tb *bolt.Bucket, f runs.Finish, arena *[]byte) error {
 	return tb.Put(k, sub(arena, func(b []byte) []byte { return appendTotal(b, t.Finished[f.Key]) }))
 }
 
+func addQueueWait(qb *bolt.Bucket, q runs.QueueWait, arena *[]byte) error {
+	k := sub(arena, func(b []byte) []byte { return appendWorkflowKey(b, q.Key) })
+	t := runs.NewTotals()
+	if old := qb.Get(k); old != nil {
+		h, err := decodeQueueWait(old)
+		if err != nil {
+			return damaged("queue-wait total %q: %v", k, err)
+		}
+		t.QueueWait[q.Key] = h
+	}
+	t.AddQueueWait(q)
+	return qb.Put(k, sub(arena, func(b []byte) []byte { return appendQueueWait(b, t.QueueWait[q.Key]) }))
+}
+
 // Get returns a run's latest state, a queued change included; ok is false
 // when the store has none.
 func (s *Store) Get(id string) (st runs.State, ok bool, err error) {
-	key := keyOf(id)
-	if len(key) == 0 || len(key) > bolt.MaxKeySize {
-		return runs.State{}, false, nil
-	}
+	got, err := s.GetMany([]string{id})
+	st, ok = got[id]
+	return st, ok, err
+}
+
+// GetMany returns the latest states of the runs of ids that have one,
+// queued changes included, in one read transaction, by the IDs asked for.
+func (s *Store) GetMany(ids []string) (map[string]runs.State, error) {
+	out := make(map[string]runs.State)
+	var read []string
 	// A change not committed yet is the latest state: a run taken off the
 	// list and put back a moment later must not lose it.
 	s.mu.Lock()
-	p := s.queue[key]
-	if p == nil {
-		p = s.committing[key]
+	for _, id := range ids {
+		key := keyOf(id)
+		if len(key) == 0 || len(key) > bolt.MaxKeySize {
+			continue
+		}
+		p := s.queue[key]
+		if p == nil {
+			p = s.committing[key]
+		}
+		switch {
+		case p == nil:
+			read = append(read, id)
+		case !p.deleted:
+			out[id] = p.st
+		}
 	}
 	s.mu.Unlock()
-	if p != nil {
-		return p.st, true, nil
+	if len(read) == 0 {
+		return out, nil
 	}
-	err = guard(func() error {
+	err := guard(func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
-			v := tx.Bucket(bucketRuns).Get([]byte(key))
-			if v == nil {
-				return nil
+			b := tx.Bucket(bucketRuns)
+			for _, id := range read {
+				key := keyOf(id)
+				v := b.Get([]byte(key))
+				if v == nil {
+					continue
+				}
+				st, err := decodeState(key, v)
+				if err != nil {
+					return damaged("run %s: %v", key, err)
+				}
+				out[id] = st
 			}
-			var err error
-			if st, err = decodeState(key, v); err != nil {
-				return damaged("run %s: %v", key, err)
-			}
-			ok = true
 			return nil
 		})
 	})
 	if err != nil {
-		return runs.State{}, false, fmt.Errorf("reading %s: %w", s.path, err)
-	}
-	return st, ok, nil
-}
-
-// States returns every stored run's committed state, in key order (for
-// tests and tools; the exporter reads the runs it tracks with Get).
-func (s *Store) States() ([]runs.State, error) {
-	var out []runs.State
-	err := guard(func() error {
-		return s.db.View(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketRuns)
-			out = make([]runs.State, 0, b.Stats().KeyN)
-			return b.ForEach(func(k, v []byte) error {
-				st, err := decodeState(string(k), v)
-				if err != nil {
-					return damaged("run %s: %v", k, err)
-				}
-				out = append(out, st)
-				return nil
-			})
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", s.path, err)
+		return out, s.readError(err)
 	}
 	return out, nil
 }
 
-// Totals returns the committed lifecycle totals.
+// readError names the file, and for damage says what to do.
+func (s *Store) readError(err error) error {
+	if isDamaged(err) {
+		return corruptError(s.dir, s.path, err)
+	}
+	return fmt.Errorf("reading %s: %w", s.path, err)
+}
+
+// Each calls fn with every committed state, in key order, until fn returns
+// false. Each record is read through its checksum: a damaged one is an
+// error naming it.
+func (s *Store) Each(fn func(st runs.State) bool) error {
+	errStop := errors.New("stop")
+	err := guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketRuns).ForEach(func(k, v []byte) error {
+				if v == nil {
+					return damaged("run %q is a bucket", k)
+				}
+				st, err := decodeState(string(k), v)
+				if err != nil {
+					return damaged("run %s: %v", k, err)
+				}
+				if !fn(st) {
+					return errStop
+				}
+				return nil
+			})
+		})
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return s.readError(err)
+	}
+	return nil
+}
+
+// States returns every stored run's committed state, in key order (for
+// tests and tools).
+func (s *Store) States() ([]runs.State, error) {
+	var out []runs.State
+	err := s.Each(func(st runs.State) bool { out = append(out, st); return true })
+	return out, err
+}
+
+// Totals returns the committed lifecycle totals: finished runs and queue
+// waits.
 func (s *Store) Totals() (runs.Totals, error) {
 	t := runs.NewTotals()
 	err := guard(func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
+			if err := tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
 				key, err := decodeTotalKey(k)
 				if err != nil {
 					return damaged("lifecycle total key %q: %v", k, err)
@@ -558,11 +621,25 @@ func (s *Store) Totals() (runs.Totals, error) {
 				}
 				t.Finished[key] = tot
 				return nil
+			}); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketQueueWait).ForEach(func(k, v []byte) error {
+				key, err := decodeWorkflowKey(k)
+				if err != nil {
+					return damaged("queue-wait total key %q: %v", k, err)
+				}
+				h, err := decodeQueueWait(v)
+				if err != nil {
+					return damaged("queue-wait total %q: %v", k, err)
+				}
+				t.QueueWait[key] = h
+				return nil
 			})
 		})
 	})
 	if err != nil {
-		return runs.Totals{}, fmt.Errorf("reading %s: %w", s.path, err)
+		return runs.Totals{}, s.readError(err)
 	}
 	return t, nil
 }
@@ -583,4 +660,19 @@ func keyOf(id string) string {
 		}
 	}
 	return id
+}
+
+// Check reads the whole file: every record and every total through its
+// checksum, then bbolt's own consistency check (pages both used and free,
+// keys out of order), which reading alone cannot find. Open checks only
+// what a start needs (the schema and the page headers), so that start-up
+// follows the runs being tracked; the exporter runs Check in the
+// background after the start, and reports damage as an error naming the
+// file and what to do.
+func (s *Store) Check() error {
+	err := guard(func() error { return s.db.View(verify) })
+	if err != nil {
+		return corruptError(s.dir, s.path, err)
+	}
+	return nil
 }

@@ -85,7 +85,7 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 	s := openT(t, t.TempDir(), Options{})
 	for _, c := range cases {
-		s.Put(c.st, nil)
+		s.Put(c.st, runs.Counts{})
 	}
 	s = reopen(t, s)
 	defer closeT(t, s)
@@ -117,7 +117,7 @@ func TestStateRoundTrip(t *testing.T) {
 func TestTimeComesBackAsUTC(t *testing.T) {
 	now := time.Now().In(time.FixedZone("X", 5*3600+1800))
 	s := openT(t, t.TempDir(), Options{})
-	s.Put(runs.State{ID: "r", StatusSince: now}, nil)
+	s.Put(runs.State{ID: "r", StatusSince: now}, runs.Counts{})
 	s = reopen(t, s)
 	defer closeT(t, s)
 	got, _, err := s.Get("r")
@@ -151,7 +151,7 @@ func TestTotalsRoundTrip(t *testing.T) {
 		} {
 			fin := runs.Finish{Key: key, Duration: d, HasDuration: i != 2}
 			st := runs.State{ID: runID(1, i*10+j), Verdict: runs.Counted}
-			s.Put(st, &fin)
+			s.Put(st, runs.Counts{Finishes: []runs.Finish{fin}})
 			want.AddFinish(fin)
 		}
 	}
@@ -181,10 +181,10 @@ type finishCollector struct {
 	fins []runs.Finish
 }
 
-func (c *finishCollector) onCommit(f []runs.Finish) {
+func (c *finishCollector) onCommit(counts runs.Counts) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.fins = append(c.fins, f...)
+	c.fins = append(c.fins, counts.Finishes...)
 }
 
 func (c *finishCollector) count() int {
@@ -197,10 +197,10 @@ func (c *finishCollector) count() int {
 // restarts.
 func TestExactlyOnce(t *testing.T) {
 	st, fin := finishedState(3, 1)
-	key := fin.Key
+	key := fin.Finishes[0].Key
 	type put struct {
 		st  runs.State
-		fin *runs.Finish
+		fin runs.Counts
 	}
 	later := st
 	later.FetchOK, later.FailReason = false, "network" // a later change of the same run
@@ -216,11 +216,11 @@ func TestExactlyOnce(t *testing.T) {
 		wantState     runs.State
 	}{
 		{"finish, then reopen", [][]put{{{st, fin}}}, 1, 1, st},
-		{"finish, then another state without finish", [][]put{{{st, fin}}, {{later, nil}}}, 1, 1, withCounted(later)},
-		{"two Puts coalesced keep the finish", [][]put{{{st, fin}, {later, nil}}}, 1, 1, withCounted(later)},
+		{"finish, then another state without finish", [][]put{{{st, fin}}, {{later, runs.Counts{}}}}, 1, 1, withCounted(later)},
+		{"two Puts coalesced keep the finish", [][]put{{{st, fin}, {later, runs.Counts{}}}}, 1, 1, withCounted(later)},
 		{"a second finish while the first is queued is dropped", [][]put{{{st, fin}, {st, fin}}}, 1, 1, st},
 		{"re-added ID with a fresh state: Counted stays, finish not counted again",
-			[][]put{{{st, fin}}, {{fresh, nil}}, {{freshFinished, fin}}}, 1, 1, freshFinished},
+			[][]put{{{st, fin}}, {{fresh, runs.Counts{}}}, {{freshFinished, fin}}}, 1, 1, freshFinished},
 		{"finish with Counted false in the state: stored as counted", [][]put{{{withoutCounted(st), fin}}}, 1, 1, st},
 	}
 	for _, c := range cases {
@@ -274,11 +274,10 @@ func TestOnCommitAfterCommit(t *testing.T) {
 	var s *Store
 	var calls []int
 	var errs []string
-	onCommit := func(fins []runs.Finish) {
+	onCommit := func(c runs.Counts) {
 		want := runs.NewTotals()
-		for _, f := range fins {
-			want.AddFinish(f)
-		}
+		want.Add(c)
+		fins := c.Finishes
 		tot := totalsOfCopy(t, s.Path())
 		for k, w := range want.Finished {
 			if countOf(tot, k) < w.Runs {
@@ -296,7 +295,7 @@ func TestOnCommitAfterCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := finishedState(5, 3)
-	s.Put(st, nil) // no finish: no call
+	s.Put(st, runs.Counts{}) // no finish: no call
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +374,7 @@ workflow_runs_exporter_storage_errors_total 0
 func TestPutAfterCloseIsDropped(t *testing.T) {
 	s := openT(t, t.TempDir(), Options{})
 	closeT(t, s)
-	s.Put(runs.State{ID: "late"}, nil)
+	s.Put(runs.State{ID: "late"}, runs.Counts{})
 	if err := s.Flush(); err != ErrClosed {
 		t.Errorf("Flush after Close: %v, want ErrClosed", err)
 	}
@@ -412,11 +411,11 @@ func TestGetSeesQueuedChanges(t *testing.T) {
 	s := openT(t, t.TempDir(), Options{})
 	defer closeT(t, s)
 	id := "3c90c3cc-0d44-4b50-8888-8dd25736052a"
-	s.Put(runs.State{ID: id, FetchOK: true}, nil)
+	s.Put(runs.State{ID: id, FetchOK: true}, runs.Counts{})
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s.Put(runs.State{ID: id, FetchOK: true, Verdict: runs.Counted, Run: &runs.Run{ID: id, Status: runs.StatusFailed}}, nil)
+	s.Put(runs.State{ID: id, FetchOK: true, Verdict: runs.Counted, Run: &runs.Run{ID: id, Status: runs.StatusFailed}}, runs.Counts{})
 	st, ok, err := s.Get(id)
 	if err != nil || !ok || st.Verdict != runs.Counted || st.Run == nil {
 		t.Errorf("Get before the commit = %+v %v %v, want the queued state", st, ok, err)
@@ -426,5 +425,66 @@ func TestGetSeesQueuedChanges(t *testing.T) {
 	}
 	if st, ok, _ := s.Get(id); !ok || st.Verdict != runs.Counted {
 		t.Errorf("Get after the commit = %+v %v", st, ok)
+	}
+}
+
+// Delete removes a run's record, but what was counted for it before the
+// deletion is still committed and handed on; GetMany sees the deletion
+// before the commit, and a later Put brings the record back.
+func TestDeleteKeepsCounts(t *testing.T) {
+	var got finishCollector
+	dir := t.TempDir()
+	s := openT(t, dir, Options{OnCommit: got.onCommit})
+	st, counts := finishedState(41, 1)
+	other, _ := finishedState(41, 2)
+	s.Put(st, counts)
+	s.Put(other, runs.Counts{})
+	s.Delete(st.ID)
+	if m, err := s.GetMany([]string{st.ID, other.ID}); err != nil || len(m) != 1 || m[other.ID].ID != other.ID {
+		t.Fatalf("GetMany before the commit = %v, %v; want only %s", m, err, other.ID)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got.count() != 1 {
+		t.Errorf("OnCommit got %d finishes, want the deleted run's 1", got.count())
+	}
+	s = reopen(t, s)
+	defer closeT(t, s)
+	tot, err := s.Totals()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := countOf(tot, counts.Finishes[0].Key); n != 1 {
+		t.Errorf("totals count %d, want 1", n)
+	}
+	states, err := s.States()
+	if err != nil || len(states) != 1 || states[0].ID != other.ID {
+		t.Errorf("records after the delete: %v, %v", states, err)
+	}
+	s.Put(st, runs.Counts{})
+	if _, ok, err := s.Get(st.ID); !ok || err != nil {
+		t.Errorf("the run put again is missing: %v %v", ok, err)
+	}
+}
+
+// Queue-wait totals add up per workflow and survive a restart, native
+// buckets included.
+func TestQueueWaitTotalsRoundTrip(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	want := runs.NewTotals()
+	for i, d := range []time.Duration{0, time.Second, 90 * time.Second, 3 * time.Hour} {
+		q := runs.QueueWait{RunID: runID(43, i), Key: runs.WorkflowKey{WorkflowName: "etl", WorkflowType: "flow"}, Wait: d}
+		s.Put(runs.State{ID: q.RunID}, runs.Counts{QueueWaits: []runs.QueueWait{q}})
+		want.AddQueueWait(q)
+	}
+	s = reopen(t, s)
+	defer closeT(t, s)
+	got, err := s.Totals()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.QueueWait, want.QueueWait) {
+		t.Errorf("queue-wait totals\n got %+v\nwant %+v", *got.QueueWait[runs.WorkflowKey{WorkflowName: "etl", WorkflowType: "flow"}], *want.QueueWait[runs.WorkflowKey{WorkflowName: "etl", WorkflowType: "flow"}])
 	}
 }

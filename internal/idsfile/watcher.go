@@ -128,7 +128,8 @@ func (w *Watcher) take(now time.Time, c *Contents) ([]string, bool) {
 		w.parsed(c)
 	}
 	ids := c.IDs
-	empty := len(ids) == 0 && len(w.current) > 0
+	// An empty list when none is in force matches the first case below.
+	empty := len(ids) == 0
 	if !empty && !w.emptySince.IsZero() {
 		w.emptySince = time.Time{}
 		level.Info(w.o.Logger).Log("msg", "runs.ids_file lists runs again", "file", w.o.Path, "runs", len(ids))

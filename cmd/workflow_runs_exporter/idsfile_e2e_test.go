@@ -18,8 +18,11 @@ import (
 // mistake.
 const idsSentinel = "SENTINEL-IDS-FILE-LINE-3b5d5c37"
 
-// reloadOverHTTP posts /-/reload and returns the status and body.
-func (p *process) reloadOverHTTP() (int, string) {
+// The helpers below carry "ids" in their names: other test files of this
+// package grow helpers too, and these must not collide with theirs.
+
+// idsPostReload posts /-/reload and returns the status and body.
+func idsPostReload(p *process) (int, string) {
 	p.t.Helper()
 	resp, err := http.Post(p.url("/-/reload"), "", nil)
 	if err != nil {
@@ -30,8 +33,8 @@ func (p *process) reloadOverHTTP() (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// metricsText returns /metrics as text.
-func (p *process) metricsText() string {
+// idsMetricsText returns /metrics as text.
+func idsMetricsText(p *process) string {
 	p.t.Helper()
 	resp, err := http.Get(p.url("/metrics"))
 	if err != nil {
@@ -42,7 +45,8 @@ func (p *process) metricsText() string {
 	return string(body)
 }
 
-func (p *process) gauge(name string) float64 {
+// idsGauge returns the value of the gauge name, NaN if absent.
+func idsGauge(p *process, name string) float64 {
 	p.t.Helper()
 	return gaugeValue(p.scrape(), name, nil)
 }
@@ -82,11 +86,11 @@ func TestEndToEndIDsFileWithAnInvalidLine(t *testing.T) {
 	if want := "file=" + path + " line=7 "; !strings.Contains(p.logs.String(), want) {
 		t.Errorf("no log line with %q", want)
 	}
-	code, body := p.reloadOverHTTP()
+	code, body := idsPostReload(p)
 	if code != 200 {
 		t.Errorf("POST /-/reload = %d %q, want 200", code, body)
 	}
-	for what, text := range map[string]string{"log": p.logs.String(), "/metrics": p.metricsText(), "reload answer": body} {
+	for what, text := range map[string]string{"log": p.logs.String(), "/metrics": idsMetricsText(p), "reload answer": body} {
 		if strings.Contains(text, idsSentinel) {
 			t.Errorf("the %s quotes the line", what)
 		}
@@ -112,17 +116,17 @@ poll: {interval: 300ms, max_requests_per_second: 5000}
 	// It starts, with runs.ids tracked at once.
 	p := startExporter(t, env.config())
 	p.waitReady()
-	if got := p.gauge("workflow_runs_exporter_tracked_runs"); got != 1 {
+	if got := idsGauge(p, "workflow_runs_exporter_tracked_runs"); got != 1 {
 		t.Errorf("tracked_runs = %v with the file missing, want 1", got)
 	}
-	if got := p.gauge("workflow_runs_exporter_ids_file_read_successful"); got != 0 {
+	if got := idsGauge(p, "workflow_runs_exporter_ids_file_read_successful"); got != 0 {
 		t.Errorf("read_successful = %v with the file missing, want 0", got)
 	}
 
 	// The file arrives; its runs are tracked within two checks.
 	env.write("ids.txt", strings.Join(ids[1:], "\n")+"\n")
-	waitFor(t, "the file's runs", func() bool { return p.gauge("workflow_runs_exporter_tracked_runs") == 6 })
-	if got := p.gauge("workflow_runs_exporter_ids_file_read_successful"); got != 1 {
+	waitFor(t, "the file's runs", func() bool { return idsGauge(p, "workflow_runs_exporter_tracked_runs") == 6 })
+	if got := idsGauge(p, "workflow_runs_exporter_ids_file_read_successful"); got != 1 {
 		t.Errorf("read_successful = %v, want 1", got)
 	}
 
@@ -132,7 +136,7 @@ poll: {interval: 300ms, max_requests_per_second: 5000}
 	env.write("ids.txt", "")
 	waitFor(t, "the empty file's warning", func() bool { return strings.Contains(p.logs.String(), "runs.ids_file lists no runs") })
 	time.Sleep(12 * time.Second)
-	if got := p.gauge("workflow_runs_exporter_tracked_runs"); got != 6 {
+	if got := idsGauge(p, "workflow_runs_exporter_tracked_runs"); got != 6 {
 		t.Errorf("tracked_runs = %v within a minute of the file emptied, want 6", got)
 	}
 	if n := len(p.scrape()["workflow_run_fetch_success"].GetMetric()); n != 6 {

@@ -12,7 +12,7 @@ import (
 
 // MaxSize bounds what is read of the file: it is read every few seconds,
 // so a path pointing at a log or a disk image by mistake must not cost
-// gigabytes each time. 64 MiB holds 1.7 million IDs, far beyond the 100k
+// gigabytes each time. 64 MiB holds 1.8 million IDs, far beyond the 100k
 // runs one instance serves.
 const MaxSize = 64 << 20
 

@@ -35,11 +35,11 @@ func (f *fixture) remove(name string) {
 	}
 }
 
-// lines joins IDs one per line.
-func lines(ids ...string) string { return strings.Join(ids, "\n") + "\n" }
+// idLines joins IDs one per line.
+func idLines(ids ...string) string { return strings.Join(ids, "\n") + "\n" }
 
-// count returns how many log lines carry msg.
-func (f *fixture) count(msg string) int { return strings.Count(f.logs.String(), `msg="`+msg+`"`) }
+// logCount returns how many log lines carry msg.
+func (f *fixture) logCount(msg string) int { return strings.Count(f.logs.String(), `msg="`+msg+`"`) }
 
 // reload asks for a reload over HTTP and checks that it succeeded.
 func (f *fixture) reload() {
@@ -66,18 +66,18 @@ func (f *fixture) noSentinelInLogs() {
 func TestIDsFileChangesApplyWithoutRestart(t *testing.T) {
 	f := newFixture(t, 4, "")
 	ids := f.sim.IDs()
-	f.write("ids.txt", lines(ids[0]))
+	f.write("ids.txt", idLines(ids[0]))
 	f.withIDsFile(ids[3])
 	f.start()
 	if got := f.gauge("workflow_runs_exporter_tracked_runs"); got != 2 {
 		t.Fatalf("tracked_runs = %v, want 2", got)
 	}
-	f.write("ids.txt", lines(ids[:3]...))
+	f.write("ids.txt", idLines(ids[:3]...))
 	f.waitFor("all runs tracked", func() bool { return f.gauge("workflow_runs_exporter_tracked_runs") == 4 })
 
 	// A line that is not a UUID, and a run runs.ids lists already, are
 	// skipped; the other lines apply.
-	f.write("ids.txt", lines(ids[0], sentinel, ids[1], ids[3]))
+	f.write("ids.txt", idLines(ids[0], sentinel, ids[1], ids[3]))
 	f.waitFor("ids[2] dropped", func() bool { return f.gauge("workflow_runs_exporter_tracked_runs") == 3 })
 	if got := f.gauge(invalidLines); got != 2 {
 		t.Errorf("invalid_lines = %v, want 2", got)
@@ -86,7 +86,7 @@ func TestIDsFileChangesApplyWithoutRestart(t *testing.T) {
 		f.reloader.CheckIDsFile()
 	}
 	f.reload()
-	if n := f.count("skipping an invalid line of runs.ids_file"); n != 2 {
+	if n := f.logCount("skipping an invalid line of runs.ids_file"); n != 2 {
 		t.Errorf("%d warnings for 2 invalid lines, checked many times and reloaded, want 2:\n%s", n, f.logs.String())
 	}
 	for _, want := range []string{"line=2 problem=\"not a run ID (a UUID)\"", "line=4 problem=\"already listed in runs.ids[0]\""} {
@@ -111,9 +111,9 @@ func TestIDsFileProblemsNeverFailALoad(t *testing.T) {
 		{name: "missing", prepare: func(f *fixture, _ []string) {}, tracked: 1},
 		{name: "a directory", prepare: func(f *fixture, _ []string) { os.Mkdir(filepath.Join(f.dir, "ids.txt"), 0o700) }, tracked: 1},
 		{name: "empty", prepare: func(f *fixture, _ []string) { f.write("ids.txt", "") }, tracked: 1, readOK: 1},
-		{name: "an invalid line", prepare: func(f *fixture, ids []string) { f.write("ids.txt", lines(ids[0], sentinel, ids[1])) }, tracked: 3, readOK: 1, invalid: 1},
-		{name: "only invalid lines", prepare: func(f *fixture, _ []string) { f.write("ids.txt", lines(sentinel, "x")) }, tracked: 1, readOK: 1, invalid: 2},
-		{name: "a duplicate of runs.ids", prepare: func(f *fixture, ids []string) { f.write("ids.txt", lines(ids[0], ids[3])) }, tracked: 2, readOK: 1, invalid: 1},
+		{name: "an invalid line", prepare: func(f *fixture, ids []string) { f.write("ids.txt", idLines(ids[0], sentinel, ids[1])) }, tracked: 3, readOK: 1, invalid: 1},
+		{name: "only invalid lines", prepare: func(f *fixture, _ []string) { f.write("ids.txt", idLines(sentinel, "x")) }, tracked: 1, readOK: 1, invalid: 2},
+		{name: "a duplicate of runs.ids", prepare: func(f *fixture, ids []string) { f.write("ids.txt", idLines(ids[0], ids[3])) }, tracked: 2, readOK: 1, invalid: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, 4, "")
@@ -145,12 +145,12 @@ func TestIDsFileMissingAtStartIsWatched(t *testing.T) {
 	if got := f.gauge("workflow_runs_exporter_tracked_runs"); got != 1 {
 		t.Errorf("tracked_runs = %v with the file missing, want 1 (runs.ids)", got)
 	}
-	f.write("ids.txt", lines(ids[:3]...))
+	f.write("ids.txt", idLines(ids[:3]...))
 	f.waitFor("the file's runs tracked", func() bool { return f.gauge("workflow_runs_exporter_tracked_runs") == 4 })
 	if got := f.gauge(readSuccessful); got != 1 {
 		t.Errorf("read_successful = %v once the file exists, want 1", got)
 	}
-	if n := f.count("runs.ids_file cannot be read; its runs are tracked once it can be"); n != 1 {
+	if n := f.logCount("runs.ids_file cannot be read; its runs are tracked once it can be"); n != 1 {
 		t.Errorf("the missing file was logged %d times, want once:\n%s", n, f.logs.String())
 	}
 }
@@ -158,7 +158,7 @@ func TestIDsFileMissingAtStartIsWatched(t *testing.T) {
 func TestIDsFileUnreadableKeepsTheLastList(t *testing.T) {
 	f := newFixture(t, 4, "")
 	ids := f.sim.IDs()
-	f.write("ids.txt", lines(ids[:3]...))
+	f.write("ids.txt", idLines(ids[:3]...))
 	f.withIDsFile(ids[3])
 	f.start()
 	f.remove("ids.txt")
@@ -171,10 +171,10 @@ func TestIDsFileUnreadableKeepsTheLastList(t *testing.T) {
 	if got := f.gauge(readSuccessful); got != 0 {
 		t.Errorf("read_successful = %v after a reload, the file still missing; want 0", got)
 	}
-	if n := f.count("runs.ids_file cannot be read; the runs it listed last stay tracked"); n != 1 {
+	if n := f.logCount("runs.ids_file cannot be read; the runs it listed last stay tracked"); n != 1 {
 		t.Errorf("the missing file was logged %d times, want once:\n%s", n, f.logs.String())
 	}
-	f.write("ids.txt", lines(ids[:2]...))
+	f.write("ids.txt", idLines(ids[:2]...))
 	f.waitFor("the new list", func() bool { return f.gauge("workflow_runs_exporter_tracked_runs") == 3 })
 	if got := f.gauge(readSuccessful); got != 1 {
 		t.Errorf("read_successful = %v, want 1", got)
@@ -186,7 +186,7 @@ func TestIDsFileUnreadableKeepsTheLastList(t *testing.T) {
 func TestEmptyIDsFileWithinTheGraceChangesNothing(t *testing.T) {
 	f := newFixture(t, 4, "")
 	ids := f.sim.IDs()
-	f.write("ids.txt", lines(ids[:3]...))
+	f.write("ids.txt", idLines(ids[:3]...))
 	f.withIDsFile(ids[3])
 	f.start()
 	f.write("ids.txt", "")
@@ -201,7 +201,7 @@ func TestEmptyIDsFileWithinTheGraceChangesNothing(t *testing.T) {
 	if n := len(f.scrape()["workflow_run_fetch_success"].GetMetric()); n != 4 {
 		t.Errorf("%d runs exported, want 4", n)
 	}
-	if n := f.count("runs.ids_file lists no runs; its previous runs stay tracked unless it lists none for a while"); n != 1 {
+	if n := f.logCount("runs.ids_file lists no runs; its previous runs stay tracked unless it lists none for a while"); n != 1 {
 		t.Errorf("the empty file was logged %d times, want once:\n%s", n, f.logs.String())
 	}
 }
@@ -209,12 +209,12 @@ func TestEmptyIDsFileWithinTheGraceChangesNothing(t *testing.T) {
 func TestEmptyIDsFileAppliesAfterTheGrace(t *testing.T) {
 	f := newFixtureWith(t, 4, "", func(o *Options) { o.IDsFileEmptyGrace = 100 * time.Millisecond })
 	ids := f.sim.IDs()
-	f.write("ids.txt", lines(ids[:3]...))
+	f.write("ids.txt", idLines(ids[:3]...))
 	f.withIDsFile(ids[3])
 	f.start()
 	f.write("ids.txt", "# none today\n")
 	f.waitFor("only runs.ids tracked", func() bool { return f.gauge("workflow_runs_exporter_tracked_runs") == 1 })
-	if n := f.count("runs.ids_file has listed no runs for a while; its runs are no longer tracked"); n != 1 {
+	if n := f.logCount("runs.ids_file has listed no runs for a while; its runs are no longer tracked"); n != 1 {
 		t.Errorf("the emptied list was logged %d times, want once:\n%s", n, f.logs.String())
 	}
 }
@@ -236,7 +236,7 @@ func TestIDsFileMetricsFollowTheConfig(t *testing.T) {
 	if present() {
 		t.Error("ids_file metrics without runs.ids_file")
 	}
-	f.write("ids.txt", lines(f.sim.IDs()...))
+	f.write("ids.txt", idLines(f.sim.IDs()...))
 	f.withIDsFile()
 	f.reload()
 	if !present() {
@@ -268,7 +268,7 @@ func TestPrepareReportsIDsFileProblems(t *testing.T) {
 	if errs := prepare().IDsFile.Problems(); len(errs) != 1 || !strings.Contains(errs[0].Error(), path) {
 		t.Errorf("missing file: problems %v, want one naming %s", errs, path)
 	}
-	f.write("ids.txt", lines(id, sentinel))
+	f.write("ids.txt", idLines(id, sentinel))
 	p := prepare()
 	if errs := p.IDsFile.Problems(); len(errs) != 1 || errs[0].Error() != "runs.ids_file: "+path+" line 2: not a run ID (a UUID)" {
 		t.Errorf("invalid line: problems %v", errs)
@@ -285,7 +285,7 @@ func TestPrepareReportsIDsFileProblems(t *testing.T) {
 func TestReloadListingAFileRunInRunsIDs(t *testing.T) {
 	f := newFixtureWith(t, 4, "", func(o *Options) { o.IDsFileCheck = time.Hour })
 	ids := f.sim.IDs()
-	f.write("ids.txt", lines(ids[:3]...))
+	f.write("ids.txt", idLines(ids[:3]...))
 	f.withIDsFile(ids[3])
 	f.start()
 	f.withIDsFile(ids[3], ids[1])

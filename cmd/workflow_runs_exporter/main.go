@@ -232,20 +232,31 @@ func run() int {
 	return code
 }
 
-// checkConfig implements --config.check: the same checks as a reload.
+// checkConfig implements --config.check: the same checks as a reload, and
+// a runs.ids_file that cannot be read or has invalid lines is refused too,
+// though a reload would only skip them, so a pipeline can stop it before it
+// ships. Every problem is printed, naming file and line, never a line's
+// content.
 func checkConfig(load func() (*config.Config, error), assignment shard.Assignment, webConfigFile string) int {
-	fail := func(err error) int {
+	report := func(err error) {
 		fmt.Fprintf(os.Stderr, "%s: invalid configuration: %v\n", name, err)
-		return 1
 	}
 	plan, err := reloader.Prepare(load, assignment, nil)
 	if err != nil {
-		return fail(err)
+		report(err)
+		return 1
 	}
+	errs := plan.IDsFile.Problems()
 	if webConfigFile != "" {
 		if err := web.Validate(webConfigFile); err != nil {
-			return fail(fmt.Errorf("--web.config.file %s: %w", webConfigFile, err))
+			errs = append(errs, fmt.Errorf("--web.config.file %s: %w", webConfigFile, err))
 		}
+	}
+	for _, err := range errs {
+		report(err)
+	}
+	if len(errs) > 0 {
+		return 1
 	}
 	fmt.Printf("configuration is valid: %d runs (%d in this shard), API %s\n", plan.Configured, len(plan.IDs), plan.Config.API.URL)
 	return 0

@@ -4,7 +4,6 @@
 package config
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -28,8 +27,6 @@ type Config struct {
 	Runs  Runs  `yaml:"runs"`
 	Poll  Poll  `yaml:"poll"`
 	Probe Probe `yaml:"probe"`
-
-	fileIDs []string // runs.ids_file as read by validation
 }
 
 // API describes how to reach the platform.
@@ -47,8 +44,13 @@ type API struct {
 // Runs lists the run IDs to watch and how long to keep what is known of
 // them.
 type Runs struct {
-	IDs     []string `yaml:"ids"`
-	IDsFile string   `yaml:"ids_file"`
+	// IDs are validated and lower-cased by Parse: a bad one is a config
+	// error.
+	IDs []string `yaml:"ids"`
+	// IDsFile is only a path to the config: the file is data that other
+	// programs write, read by package idsfile, and its problems are never
+	// config errors (DESIGN §5).
+	IDsFile string `yaml:"ids_file"`
 	// FinishedRetention > 0 drops a finished run's series this long after
 	// it was first seen finished; 0 keeps them as long as it is listed.
 	FinishedRetention Duration `yaml:"finished_retention"`
@@ -224,22 +226,19 @@ func (c *Config) validate() error {
 		return errors.New("probe.max_runs: must be at least 1")
 	}
 	// No runs at all is allowed: the exporter then answers /probe only.
+	first := make(map[string]int, len(c.Runs.IDs))
 	for i, id := range c.Runs.IDs {
 		if !IsRunID(id) {
 			return fmt.Errorf("runs.ids[%d]: %q is not a UUID", i, id)
 		}
-		c.Runs.IDs[i] = strings.ToLower(id)
-	}
-	// The file is read once here: what was checked is what is used.
-	if c.Runs.IDsFile != "" {
-		ids, err := ReadIDsFile(c.Runs.IDsFile)
-		if err != nil {
-			return err
+		id = strings.ToLower(id)
+		if j, dup := first[id]; dup {
+			return fmt.Errorf("runs.ids[%d]: run ID %s is listed more than once (first as runs.ids[%d])", i, id, j)
 		}
-		c.fileIDs = ids
+		first[id] = i
+		c.Runs.IDs[i] = id
 	}
-	_, err := c.RunIDs()
-	return err
+	return nil
 }
 
 func validateURL(raw string) error {
@@ -331,64 +330,6 @@ func walkFields(v reflect.Value, prefix, suffix string, visit func(field, value 
 			walkFields(v.Field(i), path, suffix, visit)
 		}
 	}
-}
-
-// RunIDs returns runs.ids followed by the IDs of runs.ids_file as it was
-// read when the configuration was loaded, in lower case (UUIDs compare
-// case-insensitively). A run listed twice is an error.
-func (c *Config) RunIDs() ([]string, error) { return c.CombineIDs(c.fileIDs) }
-
-// FileIDs returns the IDs of runs.ids_file as it was read when the
-// configuration was loaded.
-func (c *Config) FileIDs() []string { return c.fileIDs }
-
-// CombineIDs returns runs.ids followed by fromFile, the IDs read from
-// runs.ids_file. A run listed twice is an error.
-func (c *Config) CombineIDs(fromFile []string) ([]string, error) {
-	ids := make([]string, 0, len(c.Runs.IDs)+len(fromFile))
-	ids = append(append(ids, c.Runs.IDs...), fromFile...)
-	seen := make(map[string]struct{}, len(ids))
-	for _, id := range ids {
-		if _, dup := seen[id]; dup {
-			return nil, fmt.Errorf("runs: run ID %s is listed more than once", id)
-		}
-		seen[id] = struct{}{}
-	}
-	return ids, nil
-}
-
-// ReadIDsFile reads one run ID per line; blank lines and '#' comments are
-// ignored.
-func ReadIDsFile(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("runs.ids_file: %w", err)
-	}
-	return ParseIDsFile(path, data)
-}
-
-// ParseIDsFile parses the content of runs.ids_file read from path.
-func ParseIDsFile(path string, data []byte) ([]string, error) {
-	var ids []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		if !IsRunID(line) {
-			return nil, fmt.Errorf("runs.ids_file: %s line %d: %q is not a UUID", path, n, line)
-		}
-		ids = append(ids, strings.ToLower(line))
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("runs.ids_file: %s: %w", path, err)
-	}
-	return ids, nil
 }
 
 // IsRunID reports whether s has the UUID form the API uses for run IDs:

@@ -18,6 +18,9 @@ func writeFiles(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o700); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -61,12 +64,11 @@ runs:
 	if want := filepath.Join(dir, "token"); cfg.API.HTTP.Authorization.CredentialsFile != want {
 		t.Errorf("credentials_file = %q, want %q (relative to the config file)", cfg.API.HTTP.Authorization.CredentialsFile, want)
 	}
-	ids, err := cfg.RunIDs()
-	if err != nil {
-		t.Fatal(err)
+	if want := filepath.Join(dir, "ids.txt"); cfg.Runs.IDsFile != want {
+		t.Errorf("runs.ids_file = %q, want %q (relative to the config file)", cfg.Runs.IDsFile, want)
 	}
-	if strings.Join(ids, ",") != id1+","+id2 {
-		t.Errorf("run IDs = %q, want ids then ids_file", ids)
+	if strings.Join(cfg.Runs.IDs, ",") != id1 {
+		t.Errorf("runs.ids = %q, want only %s: the ids_file is read by package idsfile", cfg.Runs.IDs, id1)
 	}
 }
 
@@ -101,12 +103,8 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"empty oauth2 secret file", "api: {url: https://x, oauth2: {client_id: c, client_secret_file: s, token_url: 'https://x/t'}}",
 			"api.oauth2.client_secret_file: file", map[string]string{"s": " \n"}},
 		{"malformed run ID", "api: {url: https://x}\nruns: {ids: [" + id1 + ", not-a-uuid]}", `runs.ids[1]: "not-a-uuid" is not a UUID`, nil},
-		{"duplicate run ID", "api: {url: https://x}\nruns: {ids: [" + id1 + ", " + strings.ToUpper(id1) + "]}", "listed more than once", nil},
-		{"duplicate across ids and ids_file", "api: {url: https://x}\nruns: {ids: [" + id1 + "], ids_file: ids}", "listed more than once",
-			map[string]string{"ids": id1 + "\n"}},
-		{"malformed ID in ids_file", "api: {url: https://x}\nruns: {ids_file: ids}", "line 2: \"nope\" is not a UUID",
-			map[string]string{"ids": id1 + "\nnope\n"}},
-		{"missing ids_file", "api: {url: https://x}\nruns: {ids_file: nowhere.txt}", "runs.ids_file: open", nil},
+		{"duplicate run ID", "api: {url: https://x}\nruns: {ids: [" + id2 + ", " + id1 + ", " + strings.ToUpper(id1) + "]}",
+			"runs.ids[2]: run ID " + id1 + " is listed more than once (first as runs.ids[1])", nil},
 		{"missing credentials file", "api: {url: https://x, authorization: {credentials_file: nowhere}}\nruns: {ids: [" + id1 + "]}",
 			"api.authorization.credentials_file: open", nil},
 		{"empty credentials file", "api: {url: https://x, authorization: {credentials_file: token}}\nruns: {ids: [" + id1 + "]}",
@@ -186,33 +184,41 @@ func TestNoRunsIsProbeOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids, err := cfg.RunIDs(); err != nil || len(ids) != 0 {
-		t.Errorf("run IDs = %q, %v; want none", ids, err)
+	if ids := cfg.Runs.IDs; len(ids) != 0 {
+		t.Errorf("run IDs = %q; want none", ids)
 	}
 }
 
 func TestRunIDsAreLowerCase(t *testing.T) {
-	dir := writeFiles(t, map[string]string{
-		"ids":   strings.ToUpper(id2) + "\n",
-		"c.yml": "api: {url: https://x}\nruns: {ids: [" + strings.ToUpper(id1) + "], ids_file: ids}",
-	})
-	cfg, err := LoadFile(filepath.Join(dir, "c.yml"))
+	cfg, err := Parse([]byte("api: {url: https://x}\nruns: {ids: ["+strings.ToUpper(id1)+", "+id2+"]}"), ".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids, _ := cfg.RunIDs(); strings.Join(ids, ",") != id1+","+id2 {
+	if ids := cfg.Runs.IDs; strings.Join(ids, ",") != id1+","+id2 {
 		t.Errorf("run IDs = %q, want lower case", ids)
 	}
 }
 
-func TestReadIDsFile(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"ids": "\n  " + id1 + "\n# " + id2 + "\n" + id2 + " # trailing comment\n"})
-	ids, err := ReadIDsFile(filepath.Join(dir, "ids"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Join(ids, ",") != id1+","+id2 {
-		t.Errorf("ids = %q", ids)
+// TestIDsFileIsNotConfig: whatever state runs.ids_file is in, the
+// configuration loads; the file is data, read by package idsfile.
+func TestIDsFileIsNotConfig(t *testing.T) {
+	for name, files := range map[string]map[string]string{
+		"missing":            nil,
+		"invalid line":       {"ids": id1 + "\nnope\n"},
+		"duplicate of ids":   {"ids": id2 + "\n"},
+		"empty":              {"ids": ""},
+		"a directory's name": {"ids/x": ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := map[string]string{"c.yml": "api: {url: https://x}\nruns: {ids: [" + id2 + "], ids_file: ids}"}
+			for k, v := range files {
+				f[k] = v
+			}
+			dir := writeFiles(t, f)
+			if _, err := LoadFile(filepath.Join(dir, "c.yml")); err != nil {
+				t.Errorf("LoadFile: %v, want no error", err)
+			}
+		})
 	}
 }
 

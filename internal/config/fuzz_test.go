@@ -23,14 +23,12 @@ func FuzzParse(f *testing.F) {
 		if cfg.API.Timeout.Duration <= 0 || cfg.Poll.Interval.Duration <= 0 || cfg.Poll.Concurrency < 1 || cfg.API.URL == "" {
 			t.Fatalf("accepted an invalid config: %+v", cfg)
 		}
-		ids, err := cfg.RunIDs()
-		if err != nil {
-			t.Fatalf("accepted config has bad run IDs: %v", err)
-		}
-		for _, id := range ids {
-			if !IsRunID(id) {
-				t.Fatalf("accepted run ID %q", id)
+		seen := map[string]bool{}
+		for _, id := range cfg.Runs.IDs {
+			if !IsRunID(id) || id != strings.ToLower(id) || seen[id] {
+				t.Fatalf("accepted run ID %q (in %q)", id, cfg.Runs.IDs)
 			}
+			seen[id] = true
 		}
 	})
 }

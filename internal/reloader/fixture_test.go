@@ -56,6 +56,12 @@ type fixture struct {
 // simulated API to make it misbehave. extra is appended to the config.
 func newFixture(t *testing.T, n int, extra string, wrap ...func(http.Handler) http.Handler) *fixture {
 	t.Helper()
+	return newFixtureWith(t, n, extra, nil, wrap...)
+}
+
+// newFixtureWith is newFixture with the reloader's options changed by tune.
+func newFixtureWith(t *testing.T, n int, extra string, tune func(*Options), wrap ...func(http.Handler) http.Handler) *fixture {
+	t.Helper()
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	sim := simapi.New(sentinel, simapi.SampleRuns(n, 1, now), simapi.WithClock(func() time.Time { return now }))
 	var h http.Handler = sim
@@ -73,12 +79,16 @@ func newFixture(t *testing.T, n int, extra string, wrap ...func(http.Handler) ht
 	f.poller = poller.New(poller.Options{Logger: logger, Registerer: reg, MetricsStore: store,
 		Ledger:  ledger.New(ledger.Options{Logger: logger, Counter: store}),
 		Backoff: fetch.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Attempts: 2}})
-	f.reloader = New(Options{
+	o := Options{
 		Logger: logger, Registerer: reg, Poller: f.poller, Shard: shard.Assignment{Count: 1},
 		Load:         func() (*config.Config, error) { return config.LoadFile(filepath.Join(f.dir, "config.yml")) },
 		Instrument:   api.NewMetrics(reg).Instrument,
 		IDsFileCheck: 10 * time.Millisecond,
-	})
+	}
+	if tune != nil {
+		tune(&o)
+	}
+	f.reloader = New(o)
 	handler, err := endpoints.Handler(endpoints.Options{Logger: logger, MetricsPath: "/metrics", Runs: store, Self: reg,
 		Ready: f.poller.Ready, Reload: f.reloader.Reload, Probe: func(ctx context.Context, id string) runs.State {
 			st, _ := f.poller.Probe(ctx, id)

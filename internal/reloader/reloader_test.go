@@ -63,42 +63,6 @@ func TestReloadWithBrokenConfigKeepsTheOldOne(t *testing.T) {
 	}
 }
 
-func TestIDsFileChangesApplyWithoutRestart(t *testing.T) {
-	f := newFixture(t, 4, "")
-	ids := f.sim.IDs()
-	f.write("ids.txt", ids[0]+"\n")
-	f.write("config.yml", `
-api: {url: `+f.api.URL+`, authorization: {credentials_file: token}}
-runs: {ids: [`+ids[3]+`], ids_file: ids.txt}
-poll: {interval: 50ms, max_requests_per_second: 1000}
-`)
-	f.start()
-	if got := f.gauge("workflow_runs_exporter_tracked_runs"); got != 2 {
-		t.Fatalf("tracked_runs = %v, want 2", got)
-	}
-	f.write("ids.txt", strings.Join(ids[:3], "\n")+"\n")
-	f.waitFor("all runs tracked", func() bool { return f.gauge("workflow_runs_exporter_tracked_runs") == 4 })
-	f.write("ids.txt", "garbage\n")
-	f.waitFor("the broken ids_file to be logged", func() bool {
-		return strings.Contains(f.logs.String(), "keeping the previous run list")
-	})
-	if got := f.gauge("workflow_runs_exporter_tracked_runs"); got != 4 {
-		t.Errorf("tracked_runs after a broken ids_file = %v, want the previous 4", got)
-	}
-	// A run in both runs.ids and the file is a mistake the file must not
-	// bring in.
-	f.write("ids.txt", ids[3]+"\n")
-	f.waitFor("the duplicate to be refused", func() bool {
-		return strings.Contains(f.logs.String(), "listed more than once")
-	})
-	if got := f.gauge("workflow_runs_exporter_tracked_runs"); got != 4 {
-		t.Errorf("tracked_runs after a duplicate in ids_file = %v, want the previous 4\n%s", got, f.logs.String())
-	}
-	if n := strings.Count(f.logs.String(), "reading runs.ids_file failed"); n != 1 {
-		t.Errorf("the broken ids_file was logged %d times, want once", n)
-	}
-}
-
 func TestTokenNeverLeaks(t *testing.T) {
 	f := newFixture(t, 5, "")
 	f.start()

@@ -170,6 +170,7 @@ func TestGetRunClassifiesFailures(t *testing.T) {
 		{name: "status null", reason: ReasonBadResponse, code: 200, handler: body(`{"id":"` + runID + `","status":null}`)},
 		{name: "status not a string", reason: ReasonBadResponse, code: 200, handler: body(`{"id":"` + runID + `","status":3}`)},
 		{name: "id missing", reason: ReasonBadResponse, code: 200, handler: body(`{"status":"running"}`)},
+		{name: "status given twice", reason: ReasonBadResponse, code: 200, handler: body(`{"id":"` + runID + `","status":"running","ſtatus":"completed"}`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)

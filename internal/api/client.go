@@ -69,9 +69,25 @@ func NewClient(o Options) (*Client, error) {
 		return nil, fmt.Errorf("api http client: %w", err)
 	}
 	if o.Instrument != nil {
-		hc.Transport = o.Instrument(hc.Transport)
+		hc.Transport = instrumented{RoundTripper: o.Instrument(hc.Transport), inner: hc.Transport}
 	}
 	return &Client{http: hc, base: base, timeout: o.Timeout, maxBytes: o.MaxResponseBytes}, nil
+}
+
+// instrumented is a transport wrapped by Options.Instrument that can still
+// close its idle connections. promhttp's wrappers are plain
+// RoundTripperFuncs: through them, http.Client.CloseIdleConnections would
+// reach nothing, and every client a reload replaced would keep its pooled
+// connections, each with its goroutines, until the server dropped them.
+type instrumented struct {
+	http.RoundTripper
+	inner http.RoundTripper
+}
+
+func (t instrumented) CloseIdleConnections() {
+	if c, ok := t.inner.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // CloseIdleConnections releases pooled connections, e.g. after a reload

@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	promconfig "github.com/prometheus/common/config"
 	"go.uber.org/goleak"
 
@@ -468,5 +470,45 @@ func TestRequestHeaders(t *testing.T) {
 	}
 	if got.Get("Accept") != "application/json" || got.Get("Accept-Encoding") != "gzip" {
 		t.Errorf("Accept %q, Accept-Encoding %q", got.Get("Accept"), got.Get("Accept-Encoding"))
+	}
+}
+
+// TestCloseIdleConnectionsClosesPooledConnections: asked to, a client closes
+// the connections it keeps for reuse, also when its transport carries the
+// request metrics. The poller asks this of every client a reload replaced;
+// connections left open would pile up with their goroutines, reload after
+// reload.
+func TestCloseIdleConnectionsClosesPooledConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		instrument func(http.RoundTripper) http.RoundTripper
+	}{
+		{"plain transport", nil},
+		{"with request metrics", NewMetrics(prometheus.NewRegistry()).Instrument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var closed atomic.Int32
+			srv := httptest.NewUnstartedServer(body(validBody))
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateClosed {
+					closed.Add(1)
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			c := newTestClient(t, srv.URL, func(o *Options) { o.Instrument = tc.instrument })
+			if _, _, err := c.GetRun(context.Background(), runID); err != nil {
+				t.Fatal(err)
+			}
+			if n := closed.Load(); n != 0 {
+				t.Fatalf("%d connections closed before CloseIdleConnections; the test needs a pooled one", n)
+			}
+			c.CloseIdleConnections()
+			for deadline := time.Now().Add(10 * time.Second); closed.Load() == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the pooled connection is still open 10s after CloseIdleConnections")
+				}
+			}
+		})
 	}
 }

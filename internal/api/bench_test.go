@@ -1,9 +1,14 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	promconfig "github.com/prometheus/common/config"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 )
@@ -31,5 +36,22 @@ func BenchmarkDecodeRun(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkCredentialsFile reads a token file as prometheus/common does on
+// every request with authorization.credentials_file: what reading secrets
+// per request costs, rather than caching them.
+func BenchmarkCredentialsFile(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "token")
+	if err := os.WriteFile(path, []byte(sentinel+"\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	secret := promconfig.NewFileSecret(path)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := secret.Fetch(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

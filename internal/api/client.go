@@ -52,25 +52,42 @@ type Client struct {
 
 // NewClient builds a client from Prometheus' HTTP client configuration, so
 // authorization, TLS, proxies and redirects behave as they do in
-// Prometheus; secret files are read again within a second of a change (see
-// fileSecrets).
+// Prometheus. Secret files (credentials_file, password_file, ...) are read
+// by prometheus/common on every request, so a rotated secret is used from
+// the next request on. Reading a token file costs about 4 µs, 0.004 % of a
+// core at the default 10 requests per second: not worth a cache.
 func NewClient(o Options) (*Client, error) {
 	base, err := url.Parse(o.URL)
 	if err != nil {
 		return nil, fmt.Errorf("api.url: %w", err)
 	}
-	httpConfig, secrets := useFileSecrets(o.HTTP)
 	// The User-Agent is set on each request rather than with
 	// promconfig.WithUserAgent, whose round tripper copies every request
 	// once more.
-	hc, err := promconfig.NewClientFromConfig(httpConfig, "workflow_runs_exporter", promconfig.WithSecretManager(secrets))
+	hc, err := promconfig.NewClientFromConfig(o.HTTP, "workflow_runs_exporter")
 	if err != nil {
 		return nil, fmt.Errorf("api http client: %w", err)
 	}
 	if o.Instrument != nil {
-		hc.Transport = o.Instrument(hc.Transport)
+		hc.Transport = instrumented{RoundTripper: o.Instrument(hc.Transport), inner: hc.Transport}
 	}
 	return &Client{http: hc, base: base, timeout: o.Timeout, maxBytes: o.MaxResponseBytes}, nil
+}
+
+// instrumented is a transport wrapped by Options.Instrument that can still
+// close its idle connections. promhttp's wrappers are plain
+// RoundTripperFuncs: through them, http.Client.CloseIdleConnections would
+// reach nothing, and every client a reload replaced would keep its pooled
+// connections, each with its goroutines, until the server dropped them.
+type instrumented struct {
+	http.RoundTripper
+	inner http.RoundTripper
+}
+
+func (t instrumented) CloseIdleConnections() {
+	if c, ok := t.inner.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // CloseIdleConnections releases pooled connections, e.g. after a reload

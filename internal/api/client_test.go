@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	promconfig "github.com/prometheus/common/config"
 	"go.uber.org/goleak"
 
@@ -170,6 +172,7 @@ func TestGetRunClassifiesFailures(t *testing.T) {
 		{name: "status null", reason: ReasonBadResponse, code: 200, handler: body(`{"id":"` + runID + `","status":null}`)},
 		{name: "status not a string", reason: ReasonBadResponse, code: 200, handler: body(`{"id":"` + runID + `","status":3}`)},
 		{name: "id missing", reason: ReasonBadResponse, code: 200, handler: body(`{"status":"running"}`)},
+		{name: "status given twice", reason: ReasonBadResponse, code: 200, handler: body(`{"id":"` + runID + `","status":"running","ſtatus":"completed"}`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)
@@ -286,13 +289,11 @@ func TestGetRunSuccess(t *testing.T) {
 	}
 }
 
-// TestRotatedSecretFilesAreUsed: a secret file is read again within a
-// second of a change, however it was rotated: rewritten with the same length (only
-// its time changes), replaced by a rename, or swapped as a Kubernetes
-// Secret volume swaps its ..data symlink.
+// TestRotatedSecretFilesAreUsed: the request after a secret file changed
+// uses the new secret, however it was rotated: rewritten in place with the
+// same length, replaced by a rename, or swapped as a Kubernetes Secret
+// volume swaps its ..data symlink.
 func TestRotatedSecretFilesAreUsed(t *testing.T) {
-	defer func(d time.Duration) { secretRecheck = d }(secretRecheck)
-	secretRecheck = 20 * time.Millisecond
 	var mu sync.Mutex
 	var seen []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -362,7 +363,6 @@ func TestRotatedSecretFilesAreUsed(t *testing.T) {
 			}
 			for _, rotate := range tc.rotate {
 				rotate()
-				time.Sleep(secretRecheck) // a rotation is seen within secretRecheck
 				if _, _, err := c.GetRun(context.Background(), runID); err != nil {
 					t.Fatal(err)
 				}
@@ -470,5 +470,45 @@ func TestRequestHeaders(t *testing.T) {
 	}
 	if got.Get("Accept") != "application/json" || got.Get("Accept-Encoding") != "gzip" {
 		t.Errorf("Accept %q, Accept-Encoding %q", got.Get("Accept"), got.Get("Accept-Encoding"))
+	}
+}
+
+// TestCloseIdleConnectionsClosesPooledConnections: asked to, a client closes
+// the connections it keeps for reuse, also when its transport carries the
+// request metrics. The poller asks this of every client a reload replaced;
+// connections left open would pile up with their goroutines, reload after
+// reload.
+func TestCloseIdleConnectionsClosesPooledConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		instrument func(http.RoundTripper) http.RoundTripper
+	}{
+		{"plain transport", nil},
+		{"with request metrics", NewMetrics(prometheus.NewRegistry()).Instrument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var closed atomic.Int32
+			srv := httptest.NewUnstartedServer(body(validBody))
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateClosed {
+					closed.Add(1)
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			c := newTestClient(t, srv.URL, func(o *Options) { o.Instrument = tc.instrument })
+			if _, _, err := c.GetRun(context.Background(), runID); err != nil {
+				t.Fatal(err)
+			}
+			if n := closed.Load(); n != 0 {
+				t.Fatalf("%d connections closed before CloseIdleConnections; the test needs a pooled one", n)
+			}
+			c.CloseIdleConnections()
+			for deadline := time.Now().Add(10 * time.Second); closed.Load() == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the pooled connection is still open 10s after CloseIdleConnections")
+				}
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -17,27 +18,74 @@ import (
 // unexpected type costs only that field, not the whole run: API drift must
 // not blind the exporter to a failed run. Only id and status are required.
 type wireRun struct {
-	ID         json.RawMessage `json:"id"`
-	GroupID    json.RawMessage `json:"group_id"`
-	WorkflowID json.RawMessage `json:"workflow_id"`
-	Status     json.RawMessage `json:"status"`
-	Progress   json.RawMessage `json:"progress"`
-	CreatedAt  json.RawMessage `json:"created_at"`
-	FinishedAt json.RawMessage `json:"finished_at"`
-	Source     json.RawMessage `json:"source"`
-	Workflow   json.RawMessage `json:"workflow"`
+	ID         member `json:"id"`
+	GroupID    member `json:"group_id"`
+	WorkflowID member `json:"workflow_id"`
+	Status     member `json:"status"`
+	Progress   member `json:"progress"`
+	CreatedAt  member `json:"created_at"`
+	FinishedAt member `json:"finished_at"`
+	Source     member `json:"source"`
+	Workflow   member `json:"workflow"`
 }
 
 type wireWorkflow struct {
-	ID   json.RawMessage `json:"id"`
-	Name json.RawMessage `json:"name"`
-	Type json.RawMessage `json:"type"`
+	ID   member `json:"id"`
+	Name member `json:"name"`
+	Type member `json:"type"`
 }
 
-// DecodeRun turns a response body into a Run. It fails only when the document
-// cannot describe the run at all (not JSON, not an object, no id or status, or
-// another run's id). Problems with optional fields leave those fields unset and
-// are returned as warnings, one short phrase each, for the caller to log.
+// member is the raw value of a member the exporter reads, and how many
+// members of its object encoding/json gave to it: encoding/json calls
+// UnmarshalJSON once for each (null included), and matches names to fields
+// by its own rules (any case, Unicode folding: "ſtatus" is status), so the
+// count needs no second reading of the document and no copy of those rules.
+type member struct {
+	raw   json.RawMessage
+	times int
+}
+
+func (m *member) UnmarshalJSON(b []byte) error {
+	m.times++
+	return m.raw.UnmarshalJSON(b) // keeps the last, as encoding/json would
+}
+
+// DuplicateMemberError is a document that gives a member the exporter
+// reads more than once, under the same name or names encoding/json takes
+// for the same field ("status" and "ſtatus"). encoding/json would keep the
+// last one, but a document that says both "running" and "completed" is
+// ambiguous: taking either could count a running run as finished and never
+// fetch it again. Duplicates of members the exporter does not read are
+// ignored, as those members are. The message names the member and never
+// quotes a value.
+type DuplicateMemberError struct {
+	Member string // as documented: "status", "workflow.name"
+}
+
+func (e *DuplicateMemberError) Error() string {
+	return fmt.Sprintf("member %s is given more than once; the document is ambiguous", e.Member)
+}
+
+// refuseDuplicates returns a *DuplicateMemberError for the first field of
+// the decoded struct *wire (a wireRun or wireWorkflow) that its object gave
+// more than once.
+func refuseDuplicates(wire any, prefix string) error {
+	v := reflect.ValueOf(wire).Elem()
+	for i := range v.NumField() {
+		if v.Field(i).Addr().Interface().(*member).times > 1 {
+			return &DuplicateMemberError{Member: prefix + v.Type().Field(i).Tag.Get("json")}
+		}
+	}
+	return nil
+}
+
+// DecodeRun turns a response body into a Run. It reads the document as
+// encoding/json does, except that a member the exporter reads given twice
+// is a *DuplicateMemberError. It fails only when the document cannot
+// describe the run (not JSON, not an object, no id or status, another run's
+// id, a duplicated member). Problems with optional fields leave those
+// fields unset and are returned as warnings, one short phrase each, for the
+// caller to log.
 func DecodeRun(body []byte, wantID string) (*runs.Run, []string, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
@@ -46,67 +94,35 @@ func DecodeRun(body []byte, wantID string) (*runs.Run, []string, error) {
 	if body[0] != '{' {
 		return nil, nil, fmt.Errorf("body is not a JSON object (starts with %q)", firstRune(body))
 	}
-	if t, ok := scanDocumented(body); ok {
-		return fromDocumented(t, wantID)
-	}
-	return decodeFieldByField(body, wantID)
-}
-
-// fromDocumented checks and converts a document read in one pass.
-func fromDocumented(t *documented, wantID string) (*runs.Run, []string, error) {
-	if t.ID == "" {
-		return nil, nil, errors.New("field id is missing or not a string")
-	}
-	if !strings.EqualFold(t.ID, wantID) {
-		return nil, nil, fmt.Errorf("document is for run %q, not the requested run", excerpt(t.ID))
-	}
-	if t.Status == "" {
-		return nil, nil, errors.New("field status is missing or not a string")
-	}
-	r := &runs.Run{
-		ID: wantID, Status: runs.Status(intern(t.Status)), GroupID: intern(t.GroupID), WorkflowID: intern(t.WorkflowID),
-		Source: intern(t.Source), WorkflowName: intern(t.Workflow.Name), WorkflowType: intern(t.Workflow.Type),
-	}
-	if r.WorkflowID == "" {
-		r.WorkflowID = intern(t.Workflow.ID)
-	}
-	var warnings []string
-	if t.Progress != nil {
-		if *t.Progress < 0 {
-			warnings = append(warnings, "progress is negative")
-		} else {
-			r.Progress, r.HasProgress = *t.Progress, true
-		}
-	}
-	r.CreatedAt = parseTime("created_at", t.CreatedAt, &warnings)
-	r.FinishedAt = parseTime("finished_at", t.FinishedAt, &warnings)
-	return r, warnings, nil
-}
-
-// decodeFieldByField decodes a document whose fields are not all of the
-// documented types: each field on its own, so that a field of an unexpected
-// type costs only that field.
-func decodeFieldByField(body []byte, wantID string) (*runs.Run, []string, error) {
 	var w wireRun
 	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, nil, fmt.Errorf("malformed JSON: %w", err)
 	}
+	hasWorkflow := !isNull(w.Workflow.raw)
+	var wf wireWorkflow
+	workflowIsObject := hasWorkflow && json.Unmarshal(w.Workflow.raw, &wf) == nil
+	if err := refuseDuplicates(&w, ""); err != nil {
+		return nil, nil, err
+	}
+	if err := refuseDuplicates(&wf, "workflow."); err != nil {
+		return nil, nil, err
+	}
 
-	id, ok := stringField(w.ID)
+	id, ok := stringField(w.ID.raw)
 	if !ok || id == "" {
 		return nil, nil, errors.New("field id is missing or not a string")
 	}
 	if !strings.EqualFold(id, wantID) {
 		return nil, nil, fmt.Errorf("document is for run %q, not the requested run", excerpt(id))
 	}
-	status, ok := stringField(w.Status)
+	status, ok := stringField(w.Status.raw)
 	if !ok || status == "" {
 		return nil, nil, errors.New("field status is missing or not a string")
 	}
 
 	var warnings []string
-	optional := func(name string, raw json.RawMessage) string {
-		s, ok := stringField(raw)
+	optional := func(name string, m member) string {
+		s, ok := stringField(m.raw)
 		if !ok {
 			warnings = append(warnings, name+" is not a string")
 		}
@@ -121,22 +137,20 @@ func decodeFieldByField(body []byte, wantID string) (*runs.Run, []string, error)
 		Source:     optional("source", w.Source),
 	}
 
-	if !isNull(w.Workflow) {
-		var wf wireWorkflow
-		if err := json.Unmarshal(w.Workflow, &wf); err != nil {
-			warnings = append(warnings, "workflow is not an object")
-		} else {
-			r.WorkflowName = optional("workflow.name", wf.Name)
-			r.WorkflowType = optional("workflow.type", wf.Type)
-			if r.WorkflowID == "" {
-				r.WorkflowID = optional("workflow.id", wf.ID)
-			}
+	if hasWorkflow && !workflowIsObject {
+		warnings = append(warnings, "workflow is not an object")
+	}
+	if workflowIsObject {
+		r.WorkflowName = optional("workflow.name", wf.Name)
+		r.WorkflowType = optional("workflow.type", wf.Type)
+		if r.WorkflowID == "" {
+			r.WorkflowID = optional("workflow.id", wf.ID)
 		}
 	}
 
-	if !isNull(w.Progress) {
+	if !isNull(w.Progress.raw) {
 		var p float64
-		switch err := json.Unmarshal(w.Progress, &p); {
+		switch err := json.Unmarshal(w.Progress.raw, &p); {
 		case err != nil:
 			warnings = append(warnings, "progress is not a number")
 		case p < 0:
@@ -147,8 +161,8 @@ func decodeFieldByField(body []byte, wantID string) (*runs.Run, []string, error)
 		}
 	}
 
-	r.CreatedAt = timeField("created_at", w.CreatedAt, &warnings)
-	r.FinishedAt = timeField("finished_at", w.FinishedAt, &warnings)
+	r.CreatedAt = timeField("created_at", w.CreatedAt.raw, &warnings)
+	r.FinishedAt = timeField("finished_at", w.FinishedAt.raw, &warnings)
 	return r, warnings, nil
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -91,10 +92,25 @@ func TestDecodeRunFields(t *testing.T) {
 					t.Errorf("name has %d runes, want all %d", utf8.RuneCountInString(r.WorkflowName), utf8.RuneCountInString(longName))
 				}
 			}},
-		{name: "duplicate keys: the last one wins", body: []byte(`{"id":"` + runID + `","status":"running","status":"failed"}`),
+		{name: "names in another case or equal under Unicode folding are read as encoding/json reads them",
+			body: []byte(`{"ID":"` + runID + `","ſtatus":"failed","progreſs":7,"wor\u212Aflow":{"NAME":"n"}}`),
 			check: func(t *testing.T, r *runs.Run) {
-				if r.Status != runs.StatusFailed {
-					t.Errorf("status = %q, want failed", r.Status)
+				if r.Status != runs.StatusFailed || r.Progress != 7 || r.WorkflowName != "n" {
+					t.Errorf("run = %+v, want status failed, progress 7, workflow name n", r)
+				}
+			}},
+		{name: "duplicates of members the exporter does not read are ignored",
+			body: doc(`,"input":{},"input":[],"INPUT":1,"workflow":{"name":"n","meta":{"tags":[],"tags":["a"]},"meta":null}`),
+			check: func(t *testing.T, r *runs.Run) {
+				if r.Status != runs.StatusRunning || r.WorkflowName != "n" {
+					t.Errorf("run = %+v, want status running, workflow name n", r)
+				}
+			}},
+		{name: "a member whose name only looks like status is not status",
+			body: doc(",\"st\xffatus\":\"failed\",\"status\\u0000\":\"failed\",\"statuses\":\"failed\""),
+			check: func(t *testing.T, r *runs.Run) {
+				if r.Status != runs.StatusRunning {
+					t.Errorf("status = %q, want running", r.Status)
 				}
 			}},
 		{name: "upper-case ID of the same run", body: []byte(`{"id":"` + strings.ToUpper(runID) + `","status":"running"}`),
@@ -128,5 +144,53 @@ func TestDecodeRunRejects(t *testing.T) {
 		if r, _, err := DecodeRun([]byte(body), runID); err == nil {
 			t.Errorf("DecodeRun(%q) = %+v, want an error", body, r)
 		}
+	}
+}
+
+// TestDecodeRunRefusesDuplicateMembers: a member the exporter reads, given
+// twice under names encoding/json takes for the same field, makes the
+// document ambiguous. The error names the member and quotes no value.
+func TestDecodeRunRefusesDuplicateMembers(t *testing.T) {
+	const first, second = "VALUE-ONE", "VALUE-TWO"
+	doc := func(members string) []byte {
+		members = strings.NewReplacer("V1", first, "V2", second).Replace(members)
+		return []byte(`{"id":"` + runID + `","status":"running",` + members + `}`)
+	}
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		member string
+	}{
+		{"the same name twice", []byte(`{"id":"` + runID + `","status":"running","status":"completed"}`), "status"},
+		{"the issue's folded status", []byte(`{"id":"` + runID + `","status":"running","ſtatus":"failed"}`), "status"},
+		{"folded progress", doc(`"progress":1,"progreſs":100`), "progress"},
+		{"another case", doc(`"Source":"V1","SOURCE":"V2"`), "source"},
+		{"an escape in the name", doc(`"group_id":"V1","gr\u006fup_id":"V2"`), "group_id"},
+		{"id twice, the second for another run", []byte(`{"id":"` + runID + `","status":"running","Id":"ffffffff-0d44-4b50-8888-8dd25736052a"}`), "id"},
+		{"finished_at twice, first null", doc(`"finished_at":null,"finished_at":"2023-11-07T05:31:56Z"`), "finished_at"},
+		{"status twice, last null", []byte(`{"id":"` + runID + `","status":"running","status":null}`), "status"},
+		{"workflow twice, with a Kelvin sign", doc(`"workflow":{"name":"V1"},"wor\u212Aflow":{"name":"V2"}`), "workflow"},
+		{"a workflow member twice", doc(`"workflow":{"name":"V1","NAME":"V2"}`), "workflow.name"},
+		{"workflow.type folded", doc(`"workflow":{"type":"V1","Type":"V2"}`), "workflow.type"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _, err := DecodeRun(tc.body, runID)
+			var dup *DuplicateMemberError
+			if !errors.As(err, &dup) {
+				t.Fatalf("DecodeRun = %+v, %v; want a *DuplicateMemberError", r, err)
+			}
+			if dup.Member != tc.member {
+				t.Errorf("member = %q, want %q", dup.Member, tc.member)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.member) {
+				t.Errorf("error %q does not name the member %s", msg, tc.member)
+			}
+			for _, value := range []string{first, second, "running", "completed", "failed", "ffffffff"} {
+				if strings.Contains(msg, value) {
+					t.Errorf("error %q quotes the value %q", msg, value)
+				}
+			}
+		})
 	}
 }

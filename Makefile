@@ -6,12 +6,17 @@
 #                (installs promtool, prometheus and helm itself)
 #   make lint    go vet + staticcheck, both modules
 #   make bench   the benchmarks of the README's performance section
-#   make docker  the container image (needs a Docker engine)
+#   make docker  the container image $(IMAGE):$(VERSION) (needs a Docker engine)
 
 GO        ?= go
 BINARY    := workflow_runs_exporter
 PKG       := ./cmd/workflow_runs_exporter
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# VERSION is the one source of the release version: the binary's version,
+# the image tag, the chart's appVersion and the kustomize image tag (a test
+# in deploy/ keeps them equal; the release workflow refuses a git tag that
+# is not v$(VERSION)). The revision tells builds of one version apart.
+VERSION   ?= $(shell cat VERSION)
+IMAGE     ?= ghcr.io/workflow-runs-exporter/workflow_runs_exporter
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
 BUILDDATE ?= $(shell date -u +%Y%m%d-%H:%M:%S)
@@ -71,8 +76,12 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./collector ./internal/api ./internal/poller ./internal/statestore
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/workflow_runs_exporter
 
+# The image for this machine's platform, tagged as the chart and the
+# manifests expect it. The release workflow builds amd64 and arm64 from the
+# same Dockerfile. Load it into a cluster: README "Deployment".
 docker:
-	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(BINARY):$(VERSION) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		--build-arg BRANCH=$(BRANCH) --build-arg BUILDDATE=$(BUILDDATE) -t $(IMAGE):$(VERSION) .
 
 clean:
 	rm -rf $(BINARY) .build

@@ -3,19 +3,28 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	monitoringv1alpha1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1alpha1"
+	yamlv3 "go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -70,6 +79,12 @@ func decodeStrict(t *testing.T, source string, data []byte) []object {
 			obj = &monitoringv1.ServiceMonitor{}
 		case "PrometheusRule":
 			obj = &monitoringv1.PrometheusRule{}
+		case "ScrapeConfig":
+			obj = &monitoringv1alpha1.ScrapeConfig{}
+		case "PodDisruptionBudget":
+			obj = &policyv1.PodDisruptionBudget{}
+		case "NetworkPolicy":
+			obj = &networkingv1.NetworkPolicy{}
 		default:
 			t.Fatalf("%s doc %d: unexpected kind %q", source, i, meta.Kind)
 		}
@@ -372,9 +387,13 @@ type exporterConfig struct {
 		} `json:"authorization"`
 	} `json:"api"`
 	Runs struct {
-		IDs     []string `json:"ids"`
-		IDsFile string   `json:"ids_file"`
+		IDs               []string `json:"ids"`
+		IDsFile           string   `json:"ids_file"`
+		FinishedRetention string   `json:"finished_retention"`
 	} `json:"runs"`
+	Probe struct {
+		MaxRuns int `json:"max_runs"`
+	} `json:"probe"`
 }
 
 // checkConfigFiles follows the config's paths into the pod: the config
@@ -501,8 +520,11 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Errorf("strategy = %q, want Recreate: the store's volume is ReadWriteOnce and locked by one process", d.Spec.Strategy.Type)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
-	if want := "workflow_runs_exporter:" + chartAppVersion(t); c.Image != want {
+	if want := defaultImage + ":" + chartAppVersion(t); c.Image != want {
 		t.Errorf("image = %s, want %s (pinned to the chart's appVersion)", c.Image, want)
+	}
+	if want := chartDefaultResources(t); !equality.Semantic.DeepEqual(c.Resources, want) {
+		t.Errorf("resources = %+v, want the chart's default sizing %+v", c.Resources, want)
 	}
 	if tok := d.Spec.Template.Spec.Volumes; volumeNamed(d.Spec.Template.Spec, "token") == nil ||
 		volumeNamed(d.Spec.Template.Spec, "token").Secret.SecretName != "workflow-runs-exporter" {
@@ -571,10 +593,21 @@ const (
 	chart = "helm/workflow-runs-exporter"
 	runA  = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 	runB  = "7d1e2f3a-0d44-4b50-8888-8dd25736052b"
+	// defaultImage is where the release workflow pushes the image, and
+	// what the chart and the manifests pull by default.
+	defaultImage = "ghcr.io/workflow-runs-exporter/workflow_runs_exporter"
 )
 
 // minimal are the fewest values a working install needs.
 var minimal = []string{"--set", "token=t0ken,runIDs={" + runA + "}"}
+
+// operatorAPIs makes helm template render as for a cluster that serves
+// the prometheus-operator's APIs; without them it renders as for one
+// that does not.
+var operatorAPIs = []string{"--api-versions", "monitoring.coreos.com/v1", "--api-versions", "monitoring.coreos.com/v1alpha1"}
+
+// operatorKinds are the kinds that exist only where the operator does.
+var operatorKinds = []string{"ServiceMonitor", "PrometheusRule", "ScrapeConfig"}
 
 func helmTemplate(t *testing.T, args ...string) []object {
 	t.Helper()
@@ -600,6 +633,79 @@ func serviceMonitorTargets(objs []object, sm *monitoringv1.ServiceMonitor) []*co
 	return out
 }
 
+// chartDefaultResources is the exporter container's resources with the
+// chart's default values.
+func chartDefaultResources(t *testing.T) corev1.ResourceRequirements {
+	t.Helper()
+	_, tmpl := workload(t, helmTemplate(t, minimal...))
+	return tmpl.Spec.Containers[0].Resources
+}
+
+// checkNames asserts what the API server would refuse or the controllers
+// would trip on: object names and label values too long or malformed,
+// and a StatefulSet whose pods' labels would be (controller-revision-hash
+// is the StatefulSet's name, a dash and up to 10 characters).
+func checkNames(t *testing.T, source string, objs []object) {
+	t.Helper()
+	checkLabels := func(what string, labels map[string]string) {
+		for k, v := range labels {
+			for _, msg := range append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...) {
+				t.Errorf("%s: %s label %s=%q: %s", source, what, k, v, msg)
+			}
+		}
+	}
+	for _, o := range objs {
+		m, ok := o.obj.(metav1.Object)
+		if !ok {
+			t.Fatalf("%s: %s has no object metadata", source, o.kind)
+		}
+		what := o.kind + " " + m.GetName()
+		check := validation.IsDNS1123Subdomain
+		if o.kind == "Service" {
+			check = validation.IsDNS1035Label
+		}
+		for _, msg := range check(m.GetName()) {
+			t.Errorf("%s: %s: name: %s", source, what, msg)
+		}
+		checkLabels(what, m.GetLabels())
+		switch w := o.obj.(type) {
+		case *appsv1.Deployment:
+			checkLabels(what+" pod", w.Spec.Template.Labels)
+		case *appsv1.StatefulSet:
+			checkLabels(what+" pod", w.Spec.Template.Labels)
+			checkLabels(what+" pod", map[string]string{"controller-revision-hash": w.Name + "-6d4c9f8b7c"})
+			for i := range int(*w.Spec.Replicas) {
+				pod := fmt.Sprintf("%s-%d", w.Name, i)
+				// The pod's name is its host name, in DNS under the headless Service.
+				for _, msg := range validation.IsDNS1123Label(pod) {
+					t.Errorf("%s: %s: pod name %s: %s", source, what, pod, msg)
+				}
+				checkLabels(what+" pod", map[string]string{"statefulset.kubernetes.io/pod-name": pod})
+				for _, vct := range w.Spec.VolumeClaimTemplates {
+					checkLabels(what+" claim", vct.Labels)
+					for _, msg := range validation.IsDNS1123Subdomain(vct.Name + "-" + pod) {
+						t.Errorf("%s: %s: claim %s-%s: %s", source, what, vct.Name, pod, msg)
+					}
+				}
+			}
+		}
+	}
+}
+
+// withoutKinds returns the objects that are not of the given kinds.
+func withoutKinds(objs []object, kinds ...string) []object {
+	var out []object
+	for _, o := range objs {
+		if !slices.Contains(kinds, o.kind) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// TestHelmChart renders the chart for each set of values twice, for a
+// cluster with the prometheus-operator's APIs and for one without: the
+// second must be the first without the operator's objects.
 func TestHelmChart(t *testing.T) {
 	helm := tool(t, "helm")
 	for _, tc := range []struct {
@@ -609,25 +715,32 @@ func TestHelmChart(t *testing.T) {
 	}{
 		{"minimal values", minimal, func(t *testing.T, objs []object) {
 			for kind, n := range map[string]int{"Deployment": 1, "StatefulSet": 0, "Service": 1, "ServiceAccount": 1, "ConfigMap": 2,
-				"Secret": 1, "PersistentVolumeClaim": 0, "ServiceMonitor": 1, "PrometheusRule": 1} {
+				"Secret": 1, "PersistentVolumeClaim": 1, "ServiceMonitor": 1, "PrometheusRule": 1, "ScrapeConfig": 0,
+				"PodDisruptionBudget": 0, "NetworkPolicy": 0} {
 				if got := len(byKind(objs, kind)); got != n {
 					t.Errorf("want %d %s, got %d", n, kind, got)
 				}
 			}
 			d := one[*appsv1.Deployment](t, objs, "Deployment")
-			_, runList := checkConfigFiles(t, objs, &d.Spec.Template, true)
+			cfg, runList := checkConfigFiles(t, objs, &d.Spec.Template, true)
 			if ids := uuidLine.FindAllString(runList.Data["run_ids.txt"], -1); len(ids) != 1 || strings.TrimSpace(ids[0]) != runA {
 				t.Errorf("run_ids.txt = %q, want %s", runList.Data["run_ids.txt"], runA)
 			}
+			if cfg.Runs.FinishedRetention == "" || cfg.Runs.FinishedRetention == "0s" {
+				t.Errorf("runs.finished_retention = %q; the chart's default must drop finished runs' series in the end", cfg.Runs.FinishedRetention)
+			}
 			c := d.Spec.Template.Spec.Containers[0]
-			if v := volumeNamed(d.Spec.Template.Spec, mountAt(c, stateDir).Name); v.EmptyDir == nil {
-				t.Errorf("without persistence the store is not an emptyDir: %+v", v)
+			// Persistence is on by default, on the claim shard 0 of a
+			// StatefulSet would get (see TestHelmUpgradePaths).
+			pvc := one[*corev1.PersistentVolumeClaim](t, objs, "PersistentVolumeClaim")
+			if v := volumeNamed(d.Spec.Template.Spec, mountAt(c, stateDir).Name); v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != pvc.Name {
+				t.Errorf("state volume = %+v, want the claim %s", v, pvc.Name)
 			}
-			if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
-				t.Error("strategy Recreate without a persistent volume")
+			if pvc.Name != "state-release-workflow-runs-exporter-0" || pvc.Annotations["helm.sh/resource-policy"] != "keep" {
+				t.Errorf("claim %s %v: want state-<statefulset>-0 with helm.sh/resource-policy: keep", pvc.Name, pvc.Annotations)
 			}
-			if img := c.Image; img != "workflow_runs_exporter:"+chartAppVersion(t) {
-				t.Errorf("image = %s, want the appVersion tag", img)
+			if img := c.Image; img != defaultImage+":"+chartAppVersion(t) {
+				t.Errorf("image = %s, want %s:<appVersion>", img, defaultImage)
 			}
 			sa := one[*corev1.ServiceAccount](t, objs, "ServiceAccount")
 			if d.Spec.Template.Spec.ServiceAccountName != sa.Name || sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
@@ -643,6 +756,9 @@ func TestHelmChart(t *testing.T) {
 			svcs := serviceMonitorTargets(objs, sm)
 			if len(svcs) != 1 || svcs[0].Labels[sm.Spec.JobLabel] != "workflow-runs-exporter" {
 				t.Errorf("the ServiceMonitor selects %d Services, job from %s; want one, with job workflow-runs-exporter", len(svcs), sm.Spec.JobLabel)
+			}
+			if ep := sm.Spec.Endpoints[0]; ep.Scheme == nil || *ep.Scheme != "http" || ep.TLSConfig != nil || ep.BasicAuth != nil {
+				t.Errorf("endpoint = %+v, want plain http by default", ep)
 			}
 		}},
 		{"all options", []string{"-f", "helm/all-options-values.yaml"}, func(t *testing.T, objs []object) {
@@ -670,7 +786,7 @@ func TestHelmChart(t *testing.T) {
 			if c.Image != "registry.example.com/workflow_runs_exporter:1.2.3" || c.ImagePullPolicy != corev1.PullAlways {
 				t.Errorf("image = %s, %s", c.Image, c.ImagePullPolicy)
 			}
-			if !hasArg(c, "--web.disable-exporter-metrics") || !hasArg(c, "--log.level=debug") {
+			if !hasArg(c, "--web.disable-exporter-metrics") || !hasArg(c, "--log.level=debug") || !hasArg(c, "--web.config.file=/etc/workflow_runs_exporter-web/web.yml") {
 				t.Errorf("args = %v", c.Args)
 			}
 			if !reflect.DeepEqual(spec.ImagePullSecrets, []corev1.LocalObjectReference{{Name: "registry-credentials"}}) {
@@ -683,8 +799,21 @@ func TestHelmChart(t *testing.T) {
 			if spec.NodeSelector["kubernetes.io/os"] != "linux" || len(spec.Tolerations) != 1 || spec.Affinity == nil || spec.Affinity.NodeAffinity == nil {
 				t.Errorf("scheduling values missing: %v %v %v", spec.NodeSelector, spec.Tolerations, spec.Affinity)
 			}
-			if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
-				t.Errorf("strategy = %q, want Recreate with persistence", d.Spec.Strategy.Type)
+			if want := resourceList("100m", "128Mi"); !equality.Semantic.DeepEqual(c.Resources.Requests, want) {
+				t.Errorf("requests = %v, want the values' %v", c.Resources.Requests, want)
+			}
+			if want := resourceList("500m", "512Mi"); !equality.Semantic.DeepEqual(c.Resources.Limits, want) {
+				t.Errorf("limits = %v, want the values' %v", c.Resources.Limits, want)
+			}
+			// extraVolumes and extraVolumeMounts: the API's CA bundle and
+			// the web config, beside the kit's own mounts.
+			for _, m := range []struct{ volume, path string }{{"api-ca", "/etc/ssl/api-ca"}, {"web-config", "/etc/workflow_runs_exporter-web"}} {
+				if got := mountAt(c, m.path); got == nil || got.Name != m.volume || volumeNamed(spec, m.volume) == nil {
+					t.Errorf("extra volume %s is not mounted at %s: %+v", m.volume, m.path, got)
+				}
+			}
+			if p := c.LivenessProbe; p.HTTPGet.Scheme != corev1.URISchemeHTTPS || c.ReadinessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+				t.Errorf("probes %+v %+v: want the values' HTTPS", p.HTTPGet, c.ReadinessProbe.HTTPGet)
 			}
 			pvc := one[*corev1.PersistentVolumeClaim](t, objs, "PersistentVolumeClaim")
 			if v := volumeNamed(spec, mountAt(c, stateDir).Name); v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != pvc.Name {
@@ -695,11 +824,39 @@ func TestHelmChart(t *testing.T) {
 				t.Errorf("PersistentVolumeClaim = %+v", pvc)
 			}
 			sm := one[*monitoringv1.ServiceMonitor](t, objs, "ServiceMonitor")
-			if sm.Spec.Endpoints[0].Interval != "15s" || sm.Labels["release"] != "prometheus" {
+			ep := sm.Spec.Endpoints[0]
+			if ep.Interval != "15s" || sm.Labels["release"] != "prometheus" || ep.Scheme == nil || *ep.Scheme != "https" {
 				t.Errorf("ServiceMonitor = %+v", sm)
+			}
+			if ep.TLSConfig == nil || ep.TLSConfig.CA.ConfigMap == nil || ep.TLSConfig.CA.ConfigMap.Name != "exporter-ca" || ep.TLSConfig.ServerName == nil {
+				t.Errorf("ServiceMonitor tlsConfig = %+v", ep.TLSConfig)
+			}
+			if ep.BasicAuth == nil || ep.BasicAuth.Username.Name != "exporter-auth" || ep.BasicAuth.Password.Key != "password" {
+				t.Errorf("ServiceMonitor basicAuth = %+v", ep.BasicAuth)
 			}
 			if svc := one[*corev1.Service](t, objs, "Service"); svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].Port != 9999 {
 				t.Errorf("Service = %+v", svc.Spec)
+			}
+			sc := one[*monitoringv1alpha1.ScrapeConfig](t, objs, "ScrapeConfig")
+			if sc.Labels["release"] != "prometheus" || len(sc.Spec.HTTPSDConfigs) != 1 || sc.Spec.Scheme == nil || *sc.Spec.Scheme != "HTTPS" ||
+				sc.Spec.TLSConfig == nil || sc.Spec.BasicAuth == nil || sc.Spec.ScrapeInterval == nil || *sc.Spec.ScrapeInterval != "1m" {
+				t.Errorf("ScrapeConfig = %+v", sc.Spec)
+			}
+			dash := configMapNamed(t, objs, "wre-dashboard")
+			if dash.Namespace != "grafana" || dash.Labels["grafana_dashboard"] != "1" || dash.Annotations["grafana_folder"] != "Workflows" {
+				t.Errorf("dashboard ConfigMap %s/%s labels %v annotations %v", dash.Namespace, dash.Name, dash.Labels, dash.Annotations)
+			}
+			if want, _ := os.ReadFile("../dashboards/workflow-runs.json"); strings.TrimSpace(dash.Data["workflow-runs.json"]) != strings.TrimSpace(string(want)) {
+				t.Error("the dashboard ConfigMap does not hold dashboards/workflow-runs.json")
+			}
+			pdb := one[*policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget")
+			if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || !selects(pdb.Spec.Selector, d.Spec.Template.Labels) {
+				t.Errorf("PodDisruptionBudget = %+v", pdb.Spec)
+			}
+			np := one[*networkingv1.NetworkPolicy](t, objs, "NetworkPolicy")
+			if !selects(&np.Spec.PodSelector, d.Spec.Template.Labels) || len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 ||
+				len(np.Spec.Egress) != 2 || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
+				t.Errorf("NetworkPolicy = %+v", np.Spec)
 			}
 			cfg, runList := checkConfigFiles(t, objs, &d.Spec.Template, true)
 			if !strings.Contains(runList.Data["run_ids.txt"], runB) {
@@ -709,7 +866,7 @@ func TestHelmChart(t *testing.T) {
 				t.Errorf("credentials_file = %s", cfg.API.Authorization.CredentialsFile)
 			}
 		}},
-		{"existing claim", append([]string{"--set", "persistence.enabled=true,persistence.existingClaim=my-claim"}, minimal...), func(t *testing.T, objs []object) {
+		{"existing claim", append([]string{"--set", "persistence.existingClaim=my-claim"}, minimal...), func(t *testing.T, objs []object) {
 			d := one[*appsv1.Deployment](t, objs, "Deployment")
 			if n := len(byKind(objs, "PersistentVolumeClaim")); n != 0 {
 				t.Errorf("existingClaim set, yet %d claims rendered", n)
@@ -718,7 +875,7 @@ func TestHelmChart(t *testing.T) {
 				t.Errorf("state volume = %+v", v)
 			}
 		}},
-		{"three shards with persistence", append([]string{"--set", "shards=3,persistence.enabled=true,persistence.size=2Gi"}, minimal...), func(t *testing.T, objs []object) {
+		{"three shards", append([]string{"--set", "shards=3,persistence.size=2Gi"}, minimal...), func(t *testing.T, objs []object) {
 			if n := len(byKind(objs, "Deployment")) + len(byKind(objs, "PersistentVolumeClaim")); n != 0 {
 				t.Errorf("shards: 3 rendered %d Deployments or claims besides the StatefulSet", n)
 			}
@@ -730,13 +887,22 @@ func TestHelmChart(t *testing.T) {
 			if !hasArg(c, "--shard.count=3") || !hasArg(c, "--shard.from-hostname") || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--shard.index") }) {
 				t.Errorf("args = %v, want --shard.count=3 --shard.from-hostname and no --shard.index", c.Args)
 			}
-			svc := one[*corev1.Service](t, objs, "Service")
-			if s.Spec.ServiceName != svc.Name || svc.Spec.ClusterIP != corev1.ClusterIPNone {
-				t.Errorf("serviceName %q, Service %s clusterIP %q: want the StatefulSet governed by a headless Service", s.Spec.ServiceName, svc.Name, svc.Spec.ClusterIP)
+			if n := len(byKind(objs, "Service")); n != 2 {
+				t.Fatalf("want 2 Services (scraped, headless), got %d", n)
 			}
 			sm := one[*monitoringv1.ServiceMonitor](t, objs, "ServiceMonitor")
-			if got := serviceMonitorTargets(objs, sm); len(got) != 1 || got[0].Name != svc.Name {
-				t.Errorf("the ServiceMonitor selects %d Services; want only the headless one (one target per pod)", len(got))
+			scraped := serviceMonitorTargets(objs, sm)
+			if len(scraped) != 1 || scraped[0].Name != "release-workflow-runs-exporter" || scraped[0].Spec.ClusterIP == corev1.ClusterIPNone {
+				t.Errorf("the ServiceMonitor selects %d Services; want only release-workflow-runs-exporter, not headless, as at shards: 1", len(scraped))
+			}
+			var governing *corev1.Service
+			for _, o := range byKind(objs, "Service") {
+				if svc := o.(*corev1.Service); svc.Name == s.Spec.ServiceName {
+					governing = svc
+				}
+			}
+			if governing == nil || governing.Spec.ClusterIP != corev1.ClusterIPNone || !selects(&metav1.LabelSelector{MatchLabels: governing.Spec.Selector}, s.Spec.Template.Labels) {
+				t.Errorf("serviceName %q: want a headless Service of its own selecting the pods, got %+v", s.Spec.ServiceName, governing)
 			}
 			if len(s.Spec.VolumeClaimTemplates) != 1 {
 				t.Fatalf("volumeClaimTemplates = %d, want 1", len(s.Spec.VolumeClaimTemplates))
@@ -753,13 +919,19 @@ func TestHelmChart(t *testing.T) {
 			}
 			checkConfigFiles(t, objs, &s.Spec.Template, true)
 		}},
-		{"two shards without persistence", append([]string{"--set", "shards=2"}, minimal...), func(t *testing.T, objs []object) {
+		{"two shards without persistence", append([]string{"--set", "shards=2,persistence.enabled=false"}, minimal...), func(t *testing.T, objs []object) {
 			s := one[*appsv1.StatefulSet](t, objs, "StatefulSet")
-			if len(s.Spec.VolumeClaimTemplates) != 0 {
-				t.Error("volumeClaimTemplates without persistence")
+			if len(s.Spec.VolumeClaimTemplates) != 0 || len(byKind(objs, "PersistentVolumeClaim")) != 0 {
+				t.Error("claims without persistence")
 			}
 			if v := volumeNamed(s.Spec.Template.Spec, "state"); v == nil || v.EmptyDir == nil {
 				t.Errorf("state volume = %+v, want an emptyDir", v)
+			}
+		}},
+		{"no persistence", append([]string{"--set", "persistence.enabled=false"}, minimal...), func(t *testing.T, objs []object) {
+			d := one[*appsv1.Deployment](t, objs, "Deployment")
+			if v := volumeNamed(d.Spec.Template.Spec, "state"); v == nil || v.EmptyDir == nil || len(byKind(objs, "PersistentVolumeClaim")) != 0 {
+				t.Errorf("state volume = %+v, want an emptyDir and no claim", v)
 			}
 		}},
 		{"probe-only", []string{"--set", "token=t0ken,probeOnly=true"}, func(t *testing.T, objs []object) {
@@ -767,7 +939,28 @@ func TestHelmChart(t *testing.T) {
 				t.Errorf("probe-only renders %d ConfigMaps, want only the config", n)
 			}
 			d := one[*appsv1.Deployment](t, objs, "Deployment")
-			checkConfigFiles(t, objs, &d.Spec.Template, false)
+			cfg, _ := checkConfigFiles(t, objs, &d.Spec.Template, false)
+			if cfg.Probe.MaxRuns != 10000 {
+				t.Errorf("probe.max_runs = %d, want sizing.runsPerShard (10000): the memory limit is sized for that many runs", cfg.Probe.MaxRuns)
+			}
+		}},
+		{"probe-only, three shards, ScrapeConfig", []string{"--set", "token=t0ken,probeOnly=true,shards=3,config.probe.max_runs=20000,scrapeConfig.enabled=true",
+			"--set", "scrapeConfig.httpSDConfigs[0].url=http://run-registry/targets", "--namespace", "monitoring"}, func(t *testing.T, objs []object) {
+			s := one[*appsv1.StatefulSet](t, objs, "StatefulSet")
+			cfg, _ := checkConfigFiles(t, objs, &s.Spec.Template, false)
+			if cfg.Probe.MaxRuns != 20000 {
+				t.Errorf("probe.max_runs = %d, want the config's 20000", cfg.Probe.MaxRuns)
+			}
+			sc := one[*monitoringv1alpha1.ScrapeConfig](t, objs, "ScrapeConfig")
+			if sc.Spec.MetricsPath == nil || *sc.Spec.MetricsPath != "/probe" {
+				t.Errorf("metricsPath = %v, want /probe", sc.Spec.MetricsPath)
+			}
+			checkProbeRouting(t, sc, s, 3)
+		}},
+		{"probe-only, one instance, ScrapeConfig", []string{"--set", "token=t0ken,probeOnly=true,scrapeConfig.enabled=true",
+			"--set", "scrapeConfig.staticConfigs[0].targets={" + runA + "}", "--namespace", "monitoring"}, func(t *testing.T, objs []object) {
+			sc := one[*monitoringv1alpha1.ScrapeConfig](t, objs, "ScrapeConfig")
+			checkProbeRouting(t, sc, nil, 1)
 		}},
 		{"monitoring objects off", append([]string{"--set", "serviceMonitor.enabled=false,prometheusRule.enabled=false,serviceAccount.create=false"}, minimal...), func(t *testing.T, objs []object) {
 			if len(byKind(objs, "ServiceMonitor"))+len(byKind(objs, "PrometheusRule"))+len(byKind(objs, "ServiceAccount")) != 0 {
@@ -780,12 +973,95 @@ func TestHelmChart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			run(t, helm, append([]string{"lint", "--strict", chart}, tc.args...)...)
-			objs := helmTemplate(t, tc.args...)
+			objs := helmTemplate(t, append(tc.args, operatorAPIs...)...)
 			_, tmpl := workload(t, objs)
 			checkPod(t, "helm "+tc.name, tmpl)
+			checkNames(t, "helm "+tc.name, objs)
+			for _, o := range byKind(objs, "Deployment") {
+				if d := o.(*appsv1.Deployment); d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+					t.Errorf("strategy = %q, want Recreate: a rolling update runs two pollers at once", d.Spec.Strategy.Type)
+				}
+			}
 			tc.expect(t, objs)
+
+			// Without the operator's APIs: the same objects, less the
+			// operator's (helm install would fail on them).
+			bare := helmTemplate(t, tc.args...)
+			if want := withoutKinds(objs, operatorKinds...); !reflect.DeepEqual(bare, want) {
+				t.Errorf("without the operator's APIs the chart renders %s; want %s", kindNames(bare), kindNames(want))
+			}
 		})
 	}
+}
+
+// checkProbeRouting checks the ScrapeConfig's relabelling against the
+// objects it routes to, rendered in namespace monitoring: each run's probe
+// goes to the pod of the shard that owns it, by the shape of
+// prometheus/prometheus-probe.yml (the run ID lower-cased into the probe's
+// parameter and the instance label, its hashmod by the shard count, the
+// pod's stable name through the StatefulSet's headless Service), or, with
+// one instance, to the Service.
+func checkProbeRouting(t *testing.T, sc *monitoringv1alpha1.ScrapeConfig, s *appsv1.StatefulSet, shards int) {
+	t.Helper()
+	type rule struct {
+		source []string
+		action string
+		mod    int64
+		target string
+		repl   string
+	}
+	var got []rule
+	for _, r := range sc.Spec.RelabelConfigs {
+		var source []string
+		for _, l := range r.SourceLabels {
+			source = append(source, string(l))
+		}
+		var repl string
+		if r.Replacement != nil {
+			repl = *r.Replacement
+		}
+		got = append(got, rule{source, strings.ToLower(r.Action), r.Modulus, r.TargetLabel, repl})
+	}
+	want := []rule{
+		{[]string{"__address__"}, "lowercase", 0, "__param_run_id", ""},
+		{[]string{"__param_run_id"}, "", 0, "instance", ""},
+	}
+	if shards > 1 {
+		port := s.Spec.Template.Spec.Containers[0].Ports[0].ContainerPort
+		want = append(want,
+			rule{[]string{"__param_run_id"}, "hashmod", int64(shards), "__tmp_shard", ""},
+			rule{[]string{"__tmp_shard"}, "", 0, "__address__", fmt.Sprintf("%s-$1.%s.monitoring.svc:%d", s.Name, s.Spec.ServiceName, port)})
+	} else {
+		want = append(want, rule{nil, "", 0, "__address__", "release-workflow-runs-exporter.monitoring.svc:10025"})
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ScrapeConfig relabelings:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func resourceList(cpu, memory string) corev1.ResourceList {
+	return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory)}
+}
+
+// selects reports whether a label selector's matchLabels select labels.
+func selects(sel *metav1.LabelSelector, labels map[string]string) bool {
+	if sel == nil || len(sel.MatchLabels) == 0 {
+		return false
+	}
+	for k, v := range sel.MatchLabels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func kindNames(objs []object) string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.kind+"/"+o.obj.(metav1.Object).GetName())
+	}
+	return strings.Join(out, " ")
 }
 
 // TestHelmChartRefusesBrokenValues: values that would give a pod that
@@ -801,8 +1077,19 @@ func TestHelmChartRefusesBrokenValues(t *testing.T) {
 		{"no run list", []string{"--set", "token=t0ken"}, "The run list is empty"},
 		{"token and existingSecret", append([]string{"--set", "existingSecret=s"}, minimal...), "not both"},
 		{"probeOnly with runIDs", append([]string{"--set", "probeOnly=true"}, minimal...), "probeOnly: true and runIDs exclude each other"},
-		{"no shards", append([]string{"--set", "shards=0"}, minimal...), "shards must be 1 or more"},
+		{"no shards", append([]string{"--set", "shards=0"}, minimal...), "at '/shards': minimum: got 0, want 1"},
+		{"no shards, schema skipped", append([]string{"--skip-schema-validation", "--set", "shards=0"}, minimal...), "shards must be 1 or more"},
 		{"shared claim across shards", append([]string{"--set", "shards=2,persistence.enabled=true,persistence.existingClaim=c"}, minimal...), "cannot be shared by several shards"},
+		{"existing claim without persistence", append([]string{"--set", "persistence.enabled=false,persistence.existingClaim=c"}, minimal...), "persistence.existingClaim is set but persistence.enabled is false"},
+		{"ScrapeConfig without runs to probe", []string{"--set", "token=t0ken,probeOnly=true,scrapeConfig.enabled=true"}, "scrapeConfig.enabled needs the runs to probe"},
+		// values.schema.json
+		{"run ID not a UUID", []string{"--set", "token=t0ken,runIDs={3c90c3cc-0d44-4b50-8888}"}, "at '/runIDs/0': '3c90c3cc-0d44-4b50-8888' does not match pattern"},
+		{"run ID in config not a UUID", []string{"--set", "token=t0ken,probeOnly=true,config.runs.ids={run-1}"}, "at '/config/runs/ids/0'"},
+		{"shards not a number", append([]string{"--set-string", "shards=three"}, minimal...), "at '/shards': got string, want integer"},
+		{"misspelt value", append([]string{"--set", "persistance.enabled=true"}, minimal...), "additional properties 'persistance' not allowed"},
+		{"misspelt nested value", append([]string{"--set", "serviceMonitor.intervall=1m"}, minimal...), "additional properties 'intervall' not allowed"},
+		{"runs per shard not a number", append([]string{"--set-string", "sizing.runsPerShard=10k"}, minimal...), "at '/sizing/runsPerShard': got string, want integer"},
+		{"bad duration", append([]string{"--set", "serviceMonitor.interval=30"}, minimal...), "at '/serviceMonitor/interval'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runErr(helm, append([]string{"template", "release", chart}, tc.args...)...)
@@ -853,15 +1140,35 @@ func TestContainerImage(t *testing.T) {
 	}
 	df := string(data)
 	for _, want := range []string{
-		"FROM golang:" + string(goLine[1]) + "-bookworm AS build",
+		// The build stage runs on the builder's platform and
+		// cross-compiles: a multi-arch build needs no emulation.
+		"FROM --platform=$BUILDPLATFORM golang:" + string(goLine[1]) + "-bookworm AS build",
+		"ARG TARGETOS\n", "ARG TARGETARCH\n", "GOOS=$TARGETOS GOARCH=$TARGETARCH go build",
+		// The version stamp: the VERSION file unless make passes it, the
+		// real branch, the build date.
+		"COPY VERSION ./\n",
+		"version.Version=${VERSION:-$(cat VERSION)}",
+		"version.Branch=${BRANCH}",
+		"version.BuildDate=${BUILDDATE:-$(date -u +%Y%m%d-%H:%M:%S)}",
 		"COPY --from=build --chown=65532:65532 /out/state " + stateDir + "\n",
 		"USER 65532:65532\n",
-		`VOLUME ["` + stateDir + `"]`,
 		`CMD ["--config.file=` + configFile + `", "--storage.path=` + stateDir + `"]`,
 	} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
+	}
+	// A VOLUME gives every plain `docker run` an anonymous volume that
+	// outlives the container.
+	if regexp.MustCompile(`(?m)^VOLUME`).MatchString(df) {
+		t.Error("the Dockerfile declares a VOLUME")
+	}
+	// Only the final stage's FROM may lack --platform: it runs nothing.
+	if froms := regexp.MustCompile(`(?m)^FROM .*$`).FindAllString(df, -1); len(froms) != 2 || !strings.Contains(froms[0], "--platform=$BUILDPLATFORM") {
+		t.Errorf("stages %q: want a cross-compiling build stage and a final one", froms)
+	}
+	if regexp.MustCompile(`(?s)FROM gcr.io/distroless.*\nRUN `).MatchString(df) {
+		t.Error("the final stage RUNs a command: a multi-arch build would need emulation")
 	}
 	ignore, err := os.ReadFile("../.dockerignore")
 	if err != nil {
@@ -950,5 +1257,303 @@ func TestComposeFile(t *testing.T) {
 	})
 	if !stateOnVolume {
 		t.Errorf("the exporter's store is not on a named volume: %v", exp.Volumes)
+	}
+}
+
+// memoryFigures reads the sizing constants from the chart's helpers, the
+// one place they live.
+func memoryFigures(t *testing.T) (baseMiB, perRunKiB, limitFactor float64) {
+	t.Helper()
+	data, err := os.ReadFile(chart + "/templates/_helpers.tpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	figure := func(name string) float64 {
+		m := regexp.MustCompile(`\{\{- define "wre\.memory\.` + name + `" -\}\}([0-9.]+)\{\{- end -\}\}`).FindSubmatch(data)
+		if m == nil {
+			t.Fatalf("_helpers.tpl has no wre.memory.%s", name)
+		}
+		v, err := strconv.ParseFloat(string(m[1]), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	return figure("baseMiB"), figure("perRunKiB"), figure("limitFactor")
+}
+
+// TestHelmMemorySizing: the memory request and limit follow the documented
+// formula from sizing.runsPerShard, and resources overrides them.
+func TestHelmMemorySizing(t *testing.T) {
+	base, perRun, factor := memoryFigures(t)
+	if base <= 0 || perRun <= 0 || factor < 1 {
+		t.Fatalf("figures base %v MiB, %v KiB per run, limit factor %v: want positive, and a limit at least the request", base, perRun, factor)
+	}
+	sized := func(runs int) (request, limit string) {
+		r := math.Ceil(base + perRun*float64(runs)/1024)
+		return fmt.Sprintf("%.0fMi", r), fmt.Sprintf("%.0fMi", math.Ceil(r*factor))
+	}
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		wantReq    string
+		wantLimit  string
+		runsPerPod int // 0: the explicit wantReq and wantLimit
+	}{
+		{name: "default", runsPerPod: 10000},
+		{name: "100k runs", args: []string{"--set", "sizing.runsPerShard=100000"}, runsPerPod: 100000},
+		{name: "one run", args: []string{"--set", "sizing.runsPerShard=1"}, runsPerPod: 1},
+		{name: "shards size each pod", args: []string{"--set", "sizing.runsPerShard=40000,shards=4"}, runsPerPod: 40000},
+		{name: "limit set", args: []string{"--set", "sizing.runsPerShard=100000,resources.limits.memory=1Gi"}, runsPerPod: 100000, wantLimit: "1Gi"},
+		{name: "request set", args: []string{"--set", "resources.requests.memory=200Mi"}, runsPerPod: 10000, wantReq: "200Mi"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, tmpl := workload(t, helmTemplate(t, append(tc.args, minimal...)...))
+			res := tmpl.Spec.Containers[0].Resources
+			wantReq, wantLimit := sized(tc.runsPerPod)
+			if tc.wantReq != "" {
+				wantReq = tc.wantReq
+			}
+			if tc.wantLimit != "" {
+				wantLimit = tc.wantLimit
+			}
+			if got := res.Requests[corev1.ResourceMemory]; got.Cmp(resource.MustParse(wantReq)) != 0 {
+				t.Errorf("memory request = %s, want %s", got.String(), wantReq)
+			}
+			if got := res.Limits[corev1.ResourceMemory]; got.Cmp(resource.MustParse(wantLimit)) != 0 {
+				t.Errorf("memory limit = %s, want %s", got.String(), wantLimit)
+			}
+			if got := res.Requests[corev1.ResourceCPU]; got.String() != "50m" {
+				t.Errorf("cpu request = %s, want the values' 50m", got.String())
+			}
+		})
+	}
+	// The measured RSS (README "Performance") fits under the request.
+	for runs, measuredMiB := range map[int]float64{10000: 54, 100000: 355} {
+		req, _ := sized(runs)
+		if q := resource.MustParse(req); q.Value() < int64(measuredMiB*(1<<20)) {
+			t.Errorf("at %d runs the request %s is below the measured %v MiB", runs, req, measuredMiB)
+		}
+	}
+}
+
+// TestHelmLongReleaseName: a release name of 36 characters (and Helm's
+// maximum, 53) renders names and labels the API server and the
+// StatefulSet controller accept.
+func TestHelmLongReleaseName(t *testing.T) {
+	helm := tool(t, "helm")
+	for _, release := range []string{"payments-platform-monitoring-prod-eu", strings.Repeat("r", 53)} {
+		for _, shards := range []string{"1", "3"} {
+			t.Run(fmt.Sprintf("%d characters, %s shards", len(release), shards), func(t *testing.T) {
+				out := run(t, helm, append([]string{"template", release, chart, "--set", "shards=" + shards + ",grafanaDashboard.enabled=true,scrapeConfig.enabled=true,podDisruptionBudget.enabled=true,networkPolicy.enabled=true",
+					"--set", "scrapeConfig.httpSDConfigs[0].url=http://r/t"}, append(minimal, operatorAPIs...)...)...)
+				objs := decodeStrict(t, "helm template", out)
+				checkNames(t, release, objs)
+				for _, o := range byKind(objs, "StatefulSet") {
+					s := o.(*appsv1.StatefulSet)
+					if sc := one[*monitoringv1alpha1.ScrapeConfig](t, objs, "ScrapeConfig"); !strings.Contains(*sc.Spec.RelabelConfigs[3].Replacement, s.Name+"-$1."+s.Spec.ServiceName+".") {
+						t.Errorf("the probe job routes to %s, not to the StatefulSet %s's pods", *sc.Spec.RelabelConfigs[3].Replacement, s.Name)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestOneVersion: the VERSION file is the release version everywhere an
+// image tag is named, and the release workflow pushes the image the
+// chart and the manifests pull.
+func TestOneVersion(t *testing.T) {
+	raw, err := os.ReadFile("../VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := strings.TrimSpace(string(raw))
+	if !regexp.MustCompile(`^\d+\.\d+\.\d+$`).MatchString(version) {
+		t.Fatalf("VERSION = %q, want x.y.z", version)
+	}
+	if got := chartAppVersion(t); got != version {
+		t.Errorf("Chart.yaml appVersion = %s, VERSION = %s", got, version)
+	}
+	var kust struct {
+		Images []struct {
+			Name   string `json:"name"`
+			NewTag string `json:"newTag"`
+		} `json:"images"`
+	}
+	readYAML(t, "kubernetes/kustomization.yaml", &kust)
+	if len(kust.Images) != 1 || kust.Images[0].Name != defaultImage || kust.Images[0].NewTag != version {
+		t.Errorf("kustomization images = %+v, want %s with tag %s", kust.Images, defaultImage, version)
+	}
+	var values struct {
+		Image struct {
+			Repository string `json:"repository"`
+			Tag        string `json:"tag"`
+		} `json:"image"`
+	}
+	readYAML(t, chart+"/values.yaml", &values)
+	if values.Image.Repository != defaultImage || values.Image.Tag != "" {
+		t.Errorf("values image = %+v, want %s and the appVersion tag", values.Image, defaultImage)
+	}
+	makefile, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"VERSION   ?= $(shell cat VERSION)\n", "IMAGE     ?= " + defaultImage + "\n", "-t $(IMAGE):$(VERSION) .",
+		"--build-arg BRANCH=$(BRANCH)", "--build-arg BUILDDATE=$(BUILDDATE)"} {
+		if !strings.Contains(string(makefile), want) {
+			t.Errorf("Makefile lacks %q", want)
+		}
+	}
+
+	// YAML 1.2 (yaml/v3): to YAML 1.1 parsers `on` is the boolean true.
+	var wf struct {
+		On struct {
+			Push struct {
+				Tags []string `yaml:"tags"`
+			} `yaml:"push"`
+		} `yaml:"on"`
+		Permissions map[string]string `yaml:"permissions"`
+		Env         map[string]string `yaml:"env"`
+		Jobs        map[string]struct {
+			Steps []struct {
+				Uses string            `yaml:"uses"`
+				Run  string            `yaml:"run"`
+				With map[string]string `yaml:"with"`
+			} `yaml:"steps"`
+		} `yaml:"jobs"`
+	}
+	workflow, err := os.ReadFile("../.github/workflows/release.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yamlv3.Unmarshal(workflow, &wf); err != nil {
+		t.Fatalf("release.yml: %v", err)
+	}
+	if !reflect.DeepEqual(wf.On.Push.Tags, []string{"v*"}) || wf.Permissions["packages"] != "write" || wf.Env["IMAGE"] != defaultImage {
+		t.Errorf("release workflow: tags %v, permissions %v, IMAGE %q; want v* tags pushing %s", wf.On.Push.Tags, wf.Permissions, wf.Env["IMAGE"], defaultImage)
+	}
+	var checksTag, pushes bool
+	for _, job := range wf.Jobs {
+		for _, st := range job.Steps {
+			if strings.Contains(st.Run, "cat VERSION") && strings.Contains(st.Run, `"${GITHUB_REF_NAME}" != "v${version}"`) {
+				checksTag = true
+			}
+			if strings.HasPrefix(st.Uses, "docker/build-push-action@") {
+				pushes = true
+				platforms := strings.Split(st.With["platforms"], ",")
+				if !slices.Contains(platforms, "linux/amd64") || !slices.Contains(platforms, "linux/arm64") || st.With["push"] != "true" ||
+					st.With["tags"] != "${{ env.IMAGE }}:${{ env.VERSION }}" {
+					t.Errorf("build-push-action with %v: want linux/amd64 and linux/arm64 pushed as $IMAGE:$VERSION", st.With)
+				}
+				for _, arg := range []string{"VERSION", "REVISION", "BRANCH", "BUILDDATE"} {
+					if !strings.Contains(st.With["build-args"], arg+"=") {
+						t.Errorf("the release build does not pass %s", arg)
+					}
+				}
+			}
+			if strings.Contains(st.Uses, "setup-qemu") {
+				t.Error("the release workflow sets up QEMU: the Dockerfile cross-compiles")
+			}
+		}
+	}
+	if !checksTag || !pushes {
+		t.Errorf("release workflow: checks the tag against VERSION %v, builds and pushes %v", checksTag, pushes)
+	}
+
+	// The README names the image with this version and no other.
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := regexp.MustCompile(regexp.QuoteMeta(defaultImage)+`:(\d+\.\d+\.\d+)`).FindAllStringSubmatch(string(readme), -1)
+	if len(tags) == 0 {
+		t.Errorf("README never names %s:%s", defaultImage, version)
+	}
+	for _, m := range tags {
+		if m[1] != version {
+			t.Errorf("README names %s, VERSION is %s", m[0], version)
+		}
+	}
+}
+
+func readYAML(t *testing.T, path string, into any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, into); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// TestHelmDashboardCopy: the chart's dashboard is dashboards/workflow-runs.json
+// (a chart cannot read files outside its directory, so it holds a copy).
+func TestHelmDashboardCopy(t *testing.T) {
+	src, err := os.ReadFile("../dashboards/workflow-runs.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := os.ReadFile(chart + "/files/workflow-runs.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(src, cp) {
+		t.Errorf("%s/files/workflow-runs.json differs from dashboards/workflow-runs.json; run: cp dashboards/workflow-runs.json deploy/%s/files/", chart, chart)
+	}
+}
+
+// TestKustomizeConfigRollsPod: a change to config.yml renames its
+// generated ConfigMap and so changes the pod template (the pod rolls); a
+// change to the run list does not.
+func TestKustomizeConfigRollsPod(t *testing.T) {
+	// build runs kustomize on a copy of deploy/kubernetes with one text
+	// replaced in one file.
+	build := func(file, old, replacement string) *corev1.PodTemplateSpec {
+		t.Helper()
+		fs := filesys.MakeFsInMemory()
+		entries, err := os.ReadDir("kubernetes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			data, err := os.ReadFile(filepath.Join("kubernetes", e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Name() == file {
+				if !bytes.Contains(data, []byte(old)) {
+					t.Fatalf("%s does not contain %q", file, old)
+				}
+				data = bytes.Replace(data, []byte(old), []byte(replacement), 1)
+			}
+			if err := fs.WriteFile(filepath.Join("/k", e.Name()), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fs, "/k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := res.AsYaml()
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := decodeStrict(t, "kustomize build", out)
+		d := one[*appsv1.Deployment](t, objs, "Deployment")
+		files := projectedFiles(t, &d.Spec.Template, filepath.Dir(configFile))
+		name, _, _ := strings.Cut(files[configFile], "/")
+		if cfg := configMapNamed(t, objs, name).Data["config.yml"]; !strings.HasPrefix(name, "workflow-runs-exporter-") || file == "config.yml" && !strings.Contains(cfg, replacement) {
+			t.Errorf("config.yml comes from %q, want the generated workflow-runs-exporter-<hash> with this config", name)
+		}
+		return &d.Spec.Template
+	}
+	base := build("", "", "")
+	if reflect.DeepEqual(base, build("config.yml", "timeout: 10s", "timeout: 20s")) {
+		t.Error("changing config.yml left the pod template unchanged: the pod would keep the old config")
+	}
+	if !reflect.DeepEqual(base, build("runs-configmap.yaml", "# 3c90c3cc-0d44-4b50-8888-8dd25736052a", runA)) {
+		t.Error("changing the run list changed the pod template: adding a run would restart the exporter")
 	}
 }

@@ -55,6 +55,67 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "wre.stateDir" -}}/var/lib/workflow_runs_exporter{{- end -}}
 
 {{/*
+wre.workloadName names the StatefulSet. At most 52 characters: the
+StatefulSet labels its pods controller-revision-hash=<name>-<hash of up to
+10 characters>, and a label value stops at 63.
+*/}}
+{{- define "wre.workloadName" -}}
+{{- include "wre.fullname" . | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "wre.headlessServiceName" -}}
+{{- printf "%s-headless" (include "wre.fullname" . | trunc 54 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/*
+wre.stateClaimName is the claim of the single instance's store: the name
+the StatefulSet gives shard 0's claim (<template>-<statefulset>-0). So
+after shards: 1 -> N pod 0 mounts it and keeps the state, and back at
+shards: 1 the Deployment mounts shard 0's claim again.
+*/}}
+{{- define "wre.stateClaimName" -}}
+{{- printf "state-%s-0" (include "wre.workloadName" .) -}}
+{{- end -}}
+
+{{/*
+wre.operatorAPI is "true" when the prometheus-operator objects of an API
+version may render: the cluster serves it, or assumeOperatorCRDs says to
+render them anyway. Called with (list . "monitoring.coreos.com/v1").
+*/}}
+{{- define "wre.operatorAPI" -}}
+{{- $root := index . 0 -}}
+{{- if or $root.Values.assumeOperatorCRDs ($root.Capabilities.APIVersions.Has (index . 1)) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Memory sizing: the one place its figures live. Measured (README
+"Performance"): RSS after 10 scrapes with every run finished, 54 MiB at
+10,000 runs and 355 MiB at 100,000, that is about 3.4 KiB per run above
+about 21 MiB. The request is that for sizing.runsPerShard runs, rounded
+up; the limit leaves room for what the measurement did not hold (a
+reload, a burst of probes, the garbage collector's slack).
+*/}}
+{{- define "wre.memory.baseMiB" -}}21{{- end -}}
+{{- define "wre.memory.perRunKiB" -}}3.5{{- end -}}
+{{- define "wre.memory.limitFactor" -}}1.5{{- end -}}
+
+{{- define "wre.memoryRequestMiB" -}}
+{{- $perRunMiB := divf (include "wre.memory.perRunKiB" . | float64) 1024 -}}
+{{- addf (include "wre.memory.baseMiB" . | float64) (mulf $perRunMiB .Values.sizing.runsPerShard) | ceil | int -}}
+{{- end -}}
+
+{{/*
+wre.resources: the sized memory request and limit, with the resources
+value merged over them.
+*/}}
+{{- define "wre.resources" -}}
+{{- $request := include "wre.memoryRequestMiB" . | int -}}
+{{- $limit := mulf $request (include "wre.memory.limitFactor" . | float64) | ceil | int -}}
+{{- $sized := dict "requests" (dict "memory" (printf "%dMi" $request)) "limits" (dict "memory" (printf "%dMi" $limit)) -}}
+{{- toYaml (mergeOverwrite $sized (deepCopy (.Values.resources | default dict))) -}}
+{{- end -}}
+
+{{/*
 wre.validate fails the install on values that would render a pod that
 cannot work. Every workload template includes it.
 */}}
@@ -74,19 +135,33 @@ cannot work. Every workload template includes it.
 {{- if lt (int .Values.shards) 1 -}}
 {{- fail "\n\nshards must be 1 or more." -}}
 {{- end -}}
+{{- if and .Values.persistence.existingClaim (not .Values.persistence.enabled) -}}
+{{- fail "\n\npersistence.existingClaim is set but persistence.enabled is false: the claim would be ignored and the store would live in an emptyDir. Set persistence.enabled=true to use the claim, or drop existingClaim." -}}
+{{- end -}}
 {{- if and (gt (int .Values.shards) 1) .Values.persistence.existingClaim -}}
-{{- fail "\n\npersistence.existingClaim cannot be shared by several shards: each shard gets its own volume from the StatefulSet's volumeClaimTemplates." -}}
+{{- fail "\n\npersistence.existingClaim cannot be shared by several shards: each shard gets its own volume from the StatefulSet's volumeClaimTemplates (README \"Deployment\", \"Upgrades\": how to move the claim's data to shard 0)." -}}
+{{- end -}}
+{{- if and .Values.scrapeConfig.enabled (not .Values.scrapeConfig.httpSDConfigs) (not .Values.scrapeConfig.staticConfigs) -}}
+{{- fail "\n\nscrapeConfig.enabled needs the runs to probe: set scrapeConfig.httpSDConfigs (e.g. [{url: http://run-registry/targets}]) or scrapeConfig.staticConfigs." -}}
 {{- end -}}
 {{- end -}}
 
 {{/*
 wre.config is the exporter's configuration: the config value, with
-runs.ids_file pointing into the run list's ConfigMap unless probeOnly.
+runs.ids_file pointing into the run list's ConfigMap unless probeOnly, and
+with probeOnly probe.max_runs capped at sizing.runsPerShard (unless set),
+so that the memory limit sized for that many runs holds.
 */}}
 {{- define "wre.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) -}}
 {{- $runs := dig "runs" dict $cfg -}}
-{{- if not .Values.probeOnly -}}
+{{- if .Values.probeOnly -}}
+{{- $probe := dig "probe" dict $cfg -}}
+{{- if not (hasKey $probe "max_runs") -}}
+{{- $_ := set $probe "max_runs" (int .Values.sizing.runsPerShard) -}}
+{{- end -}}
+{{- $_ := set $cfg "probe" $probe -}}
+{{- else -}}
 {{- $_ := set $runs "ids_file" "/etc/workflow_runs_exporter/runs/run_ids.txt" -}}
 {{- end -}}
 {{- $_ := set $cfg "runs" $runs -}}
@@ -143,20 +218,16 @@ spec:
         - name: http-metrics
           containerPort: 10025
           protocol: TCP
+      {{- with .Values.livenessProbe }}
       livenessProbe:
-        httpGet:
-          path: /-/healthy
-          port: http-metrics
-        periodSeconds: 10
-      readinessProbe:
-        httpGet:
-          path: /-/ready
-          port: http-metrics
-        periodSeconds: 5
-      {{- with .Values.resources }}
-      resources:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- with .Values.readinessProbe }}
+      readinessProbe:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      resources:
+        {{- include "wre.resources" . | nindent 8 }}
       {{- with .Values.securityContext }}
       securityContext:
         {{- toYaml . | nindent 8 }}
@@ -172,6 +243,9 @@ spec:
           readOnly: true
         - name: state
           mountPath: {{ include "wre.stateDir" . }}
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     # One projected volume for the config and the run list: both are
     # updated in place when their ConfigMap changes (no subPath), and no
@@ -207,13 +281,16 @@ spec:
     {{- if and .Values.persistence.enabled (eq (int .Values.shards) 1) }}
     - name: state
       persistentVolumeClaim:
-        claimName: {{ .Values.persistence.existingClaim | default (printf "%s-state" (include "wre.fullname" .)) }}
+        claimName: {{ .Values.persistence.existingClaim | default (include "wre.stateClaimName" .) }}
     {{- else if not .Values.persistence.enabled }}
     # No persistence: the store lives as long as the pod. It still spares
     # the API a re-fetch of every finished run after a container restart
     # (crash, OOM kill, failed liveness probe).
     - name: state
       emptyDir: {}
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:

@@ -73,10 +73,10 @@ type Result struct {
 
 // Gate hands out turns to make one request each. Safe for concurrent use.
 //
-// Turns go in this order: a free slot, then a token of the rate limiter,
-// then the end of any Retry-After pause. The slot comes first so that a
-// request waiting for one holds no token: otherwise the requests that
-// waited would all start at once when slots free up, beyond
+// A request goes when it has a free slot (Wait), then a token of the rate
+// limiter, then no Retry-After pause in force (Turn.Do). The slot comes
+// first so that a request waiting for one holds no token: otherwise the
+// requests that waited would all start at once when slots free up, beyond
 // max_requests_per_second. While poll requests wait, probes get every
 // other slot that frees up and hold at most half of the slots, so a flood
 // of probes takes at most half of the requests and never starves polling;
@@ -150,7 +150,7 @@ type Turn struct {
 	class Class
 }
 
-// Wait blocks until class may make a request, or ctx ends. A probe is
+// Wait blocks until class holds a request slot, or ctx ends. A probe is
 // refused with ErrBusy when too many probes wait already.
 func (g *Gate) Wait(ctx context.Context, class Class) (*Turn, error) {
 	w := &waiter{granted: make(chan struct{})}
@@ -176,30 +176,36 @@ func (g *Gate) Wait(ctx context.Context, class Class) (*Turn, error) {
 		}
 		return nil, ctx.Err()
 	}
-	t := &Turn{g: g, class: class}
+	return &Turn{g: g, class: class}, nil
+}
+
+// Do waits for a token of the rate limiter and the end of any Retry-After
+// pause, then makes one request with the turn, which it gives back. A
+// Retry-After in the answer pauses every request, not only this run's.
+//
+// The token is waited for here, by the holder of a slot, rather than by
+// Wait: the slots, of which probes hold at most half while poll requests
+// wait, then share the rate limiter's tokens in the order they ask, so
+// the share of the rate follows the share of the slots.
+func (t *Turn) Do(ctx context.Context, id string) Result {
+	g := t.g
+	defer g.release(t.class)
 	if err := g.limiter.Wait(ctx); err != nil {
-		g.release(class)
-		return nil, err
+		// ctx ends, or would end before the token comes (its error is
+		// then still nil): the request is given up, which is no result.
+		return Result{Err: err}
 	}
 	// The pause is checked last, so a pause that began while this request
 	// waited holds it too.
 	for {
 		wait := time.Duration(g.pauseUntil.Load() - time.Now().UnixNano())
 		if wait <= 0 {
-			return t, nil
+			break
 		}
 		if err := sleep(ctx, wait); err != nil {
-			g.release(class)
-			return nil, err
+			return Result{Err: err}
 		}
 	}
-}
-
-// Do makes one request with the turn, which it gives back. A Retry-After
-// in the answer pauses every request, not only this run's.
-func (t *Turn) Do(ctx context.Context, id string) Result {
-	g := t.g
-	defer g.release(t.class)
 	g.mu.Lock()
 	f := g.fetcher
 	g.users[f]++

@@ -2,6 +2,7 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/api"
@@ -68,14 +70,18 @@ func (f *fakeAPI) GetRun(ctx context.Context, id string) (*runs.Run, []string, e
 	}
 	delay, release, hold := f.delay, f.release, f.hold[id]
 	f.mu.Unlock()
-	if hold != nil {
-		<-hold
-	}
 	defer func() {
 		f.mu.Lock()
 		f.inFlight--
 		f.mu.Unlock()
 	}()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
 	if release != nil {
 		select {
 		case <-release:
@@ -285,13 +291,20 @@ type harness struct {
 	clock *clock
 	s     Settings
 	ctx   context.Context
+	owns  func(id string) bool
 }
 
 // newHarness returns a poller over a fake API with ids tracked. Its retries
 // run in the background until the test ends.
 func newHarness(t *testing.T, withJournal bool, ids ...string) *harness {
+	return newShardHarness(t, withJournal, nil, ids...)
+}
+
+// newShardHarness is newHarness for a shard that owns the runs owns says
+// it does (all of them when nil).
+func newShardHarness(t *testing.T, withJournal bool, owns func(string) bool, ids ...string) *harness {
 	h := &harness{api: newFakeAPI(), out: &publisher{states: map[string]runs.State{}}, reg: prometheus.NewRegistry(),
-		logs: &syncbuffer.Buffer{}, clock: newClock()}
+		logs: &syncbuffer.Buffer{}, clock: newClock(), owns: owns}
 	if withJournal {
 		h.j = newJournal(h.out)
 	}
@@ -306,7 +319,7 @@ func newHarness(t *testing.T, withJournal bool, ids ...string) *harness {
 // newPoller returns a new poller over the harness's API, journal and
 // clock, as a restarted process would have.
 func (h *harness) newPoller() *Poller {
-	lo := ledger.Options{Logger: log.NewNopLogger(), Counter: h.out}
+	lo := ledger.Options{Logger: log.NewNopLogger(), Counter: h.out, Window: time.Hour, Owns: h.owns}
 	if h.j != nil {
 		lo.Store = h.j
 	}
@@ -349,7 +362,7 @@ func (h *harness) apply() { h.p.Apply(h.api, h.s) }
 // Apply on it.
 func (h *harness) restart(t *testing.T) *harness {
 	again := &harness{api: newFakeAPI(), out: &publisher{states: map[string]runs.State{}}, reg: prometheus.NewRegistry(),
-		logs: &syncbuffer.Buffer{}, clock: h.clock, s: h.s}
+		logs: &syncbuffer.Buffer{}, clock: h.clock, s: h.s, owns: h.owns}
 	if h.j != nil {
 		again.j = &journal{states: h.j.states, out: again.out}
 	}
@@ -1104,5 +1117,235 @@ func TestTheSameFailureAgainChangesNothing(t *testing.T) {
 	}
 	if got := h.fetchErrors(api.ReasonServerError); got != 4 {
 		t.Errorf("server_error errors = %v, want 4: each failure is still counted", got)
+	}
+}
+
+// TestHangingRunHoldsUpNoOtherRun (DESIGN §7): one run whose answer never
+// comes holds one request slot and nothing else. The other runs are
+// fetched every interval, the hanging run is never in flight twice, and
+// cycles end on the interval.
+func TestHangingRunHoldsUpNoOtherRun(t *testing.T) {
+	h := newHarness(t, false, "hang", "a", "b", "c")
+	h.s.Interval = 50 * time.Millisecond
+	h.apply()
+	for _, id := range []string{"hang", "a", "b", "c"} {
+		h.api.set(id, ok(runs.StatusRunning, 1))
+	}
+	h.api.hold = map[string]chan struct{}{"hang": make(chan struct{})} // never answers until the test ends
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		h.p.Run(ctx)
+		close(done)
+	}()
+	waitFor(t, "ten cycles' worth of the other runs", func() bool { return h.api.callsOf("a") >= 10 })
+	if n := h.api.callsOf("hang"); n != 1 {
+		t.Errorf("the hanging run was requested %d times, want once: never in flight twice", n)
+	}
+	for _, id := range []string{"b", "c"} {
+		if n := h.api.callsOf(id); n < 9 {
+			t.Errorf("%s fetched %d times while a fetches 10: the hanging run held it up", id, n)
+		}
+	}
+	// Each cycle ended by the next interval's start, the hanging run
+	// carried past it.
+	var m dto.Metric
+	if err := h.p.metrics.cycleDuration.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.GetHistogram().GetSampleCount(); n < 8 {
+		t.Errorf("%d cycles ended, want one per interval", n)
+	}
+	cancel()
+	close(h.api.hold["hang"])
+	<-done
+}
+
+// TestProbedAndTrackedRunIsFetchedOncePerInterval: a run both listed and
+// probed is fetched once per interval, whoever asks first.
+func TestProbedAndTrackedRunIsFetchedOncePerInterval(t *testing.T) {
+	h := newHarness(t, false, "r")
+	h.s.Interval = time.Minute
+	h.apply()
+	h.api.set("r", ok(runs.StatusRunning, 1))
+	ctx := context.Background()
+	h.probe(ctx, "r") // the probe fetches it first ...
+	h.cycle()         // ... so the cycle within the interval does not
+	if n := h.api.callsOf("r"); n != 1 {
+		t.Fatalf("fetched %d times by a probe and a cycle within one interval, want 1", n)
+	}
+	// A probe while the cycle's request is in flight waits for it.
+	h.clock.advance(time.Minute)
+	hold := make(chan struct{})
+	h.api.hold = map[string]chan struct{}{"r": hold}
+	cycled := make(chan struct{})
+	go func() { h.cycle(); close(cycled) }()
+	waitFor(t, "the cycle's request in flight", func() bool { return h.api.inFlightNow() == 1 })
+	probed := make(chan runs.State)
+	go func() { probed <- h.probe(ctx, "r") }()
+	time.Sleep(20 * time.Millisecond)
+	close(hold)
+	if st := <-probed; !st.FetchOK {
+		t.Errorf("probe waiting for the cycle's fetch = %+v", st)
+	}
+	<-cycled
+	if n := h.api.callsOf("r"); n != 2 {
+		t.Errorf("fetched %d times, want 2 (one per interval)", n)
+	}
+}
+
+// TestUnknownProbesLeaveNothing (DESIGN §8 "Bounded"): probes of IDs the
+// API does not know, probes that time out and probes refused keep nothing
+// in memory or in the state store.
+func TestUnknownProbesLeaveNothing(t *testing.T) {
+	h := newHarness(t, true)
+	for i := range 500 {
+		id := fmt.Sprintf("unknown-%d", i)
+		h.api.set(id, fail(api.ReasonNotFound))
+		if st := h.probe(context.Background(), id); st.FetchOK || st.FailReason != string(api.ReasonNotFound) {
+			t.Fatalf("probe of an unknown run = %+v, want fetch_success 0 with reason not_found", st)
+		}
+	}
+	// One that times out before its request is answered.
+	h.api.set("slow", ok(runs.StatusRunning, 1))
+	h.api.hold = map[string]chan struct{}{"slow": make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	h.probe(ctx, "slow")
+	cancel()
+	close(h.api.hold["slow"])
+	h.p.mu.Lock()
+	entries, calls, probeOnly := len(h.p.entries), len(h.p.calls), h.p.probeOnly.Len()
+	h.p.mu.Unlock()
+	if entries != 0 || calls != 0 || probeOnly != 0 || h.j.len() != 0 {
+		t.Errorf("after 501 probes the API answered with no run: %d entries, %d calls, %d probe-only, %d stored; want none",
+			entries, calls, probeOnly, h.j.len())
+	}
+	if got := h.metric(t, "workflow_runs_exporter_probe_runs"); got != 0 {
+		t.Errorf("probe_runs = %v, want 0", got)
+	}
+}
+
+// TestProbeOnlyRunsAreCapped: at most probe.max_runs probe-only runs stay in
+// memory, the least recently probed let go first; a run let go is fetched
+// again when probed, and not counted again.
+func TestProbeOnlyRunsAreCapped(t *testing.T) {
+	h := newHarness(t, true)
+	h.s.ProbeMaxRuns = 10
+	h.apply()
+	ctx := context.Background()
+	for i := range 20 {
+		id := fmt.Sprintf("p-%02d", i)
+		h.api.set(id, ok(runs.StatusCompleted, 100))
+		h.probe(ctx, id)
+		if i == 15 {
+			h.probe(ctx, "p-00") // probed again: among the most recent now
+		}
+	}
+	if got := h.metric(t, "workflow_runs_exporter_probe_runs"); got != 10 {
+		t.Errorf("probe_runs = %v, want 10", got)
+	}
+	for _, id := range []string{"p-00", "p-19", "p-11"} {
+		if !h.p.Known(id) {
+			t.Errorf("%s let go, but it is among the 10 most recently probed", id)
+		}
+	}
+	for _, id := range []string{"p-01", "p-10"} {
+		if h.p.Known(id) {
+			t.Errorf("%s still in memory, but 10 runs were probed after it", id)
+		}
+	}
+	// Finished within the window and counted: the ledger keeps the
+	// let-go runs' records, so probing one again counts nothing twice.
+	h.probe(ctx, "p-01")
+	if h.out.finished() != 20 {
+		t.Errorf("%d counted, want each of the 20 once", h.out.finished())
+	}
+}
+
+// TestProbeFloodIsBoundedAndPollingKeepsItsPace: a flood of probes for
+// unknown runs, against an API that takes its time, waits in a bounded
+// queue (what the rate can serve in 10 s, 500 here) and the rest is refused
+// at once; and the poll cycles still get at least half of the requests.
+func TestProbeFloodIsBoundedAndPollingKeepsItsPace(t *testing.T) {
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, fmt.Sprintf("polled-%02d", i))
+	}
+	h := newHarness(t, false, ids...)
+	h.s.Concurrency, h.s.MaxRequestsPerSecond = 4, 100
+	h.apply()
+	for _, id := range ids {
+		h.api.set(id, ok(runs.StatusRunning, 1))
+	}
+	h.api.delay = 5 * time.Millisecond
+	var refused, answered, maxWaiting atomic.Int32
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 800 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("flood-%d-%d", w, i)
+				h.api.set(id, fail(api.ReasonNotFound))
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err := h.p.Probe(ctx, id)
+				cancel()
+				if errors.Is(err, fetch.ErrBusy) {
+					refused.Add(1)
+					time.Sleep(10 * time.Millisecond)
+				} else {
+					answered.Add(1)
+				}
+				if n := int32(h.p.gate.Waiting(fetch.Probe)); n > maxWaiting.Load() {
+					maxWaiting.Store(n)
+				}
+			}
+		})
+	}
+	waitFor(t, "probes refused", func() bool { return refused.Load() > 0 && answered.Load() > 20 })
+	start := time.Now()
+	for range 3 {
+		h.cycle()
+	}
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	if n := maxWaiting.Load(); n > 500 {
+		t.Errorf("%d probes waited at once, want at most 500", n)
+	}
+	// 60 poll requests at 100/s take 0.6 s alone; with at least half of
+	// the rate they take at most 1.2 s, plus scheduling on a loaded
+	// machine.
+	if took > 3*time.Second {
+		t.Errorf("3 cycles of 20 runs took %s during the flood; alone they take 0.6 s", took)
+	}
+	t.Logf("3 cycles of 20 runs during the flood: %s; probes answered %d, refused %d, at most %d waiting", took, answered.Load(), refused.Load(), maxWaiting.Load())
+	for _, id := range ids {
+		if n := h.api.callsOf(id); n != 3 {
+			t.Errorf("%s fetched %d times in 3 cycles", id, n)
+		}
+	}
+}
+
+// TestOnlyTheOwnerCountsAProbedRun (DESIGN §9): any shard answers /probe for
+// any run, but only the one that owns it counts it.
+func TestOnlyTheOwnerCountsAProbedRun(t *testing.T) {
+	for _, owns := range []bool{true, false} {
+		h := newShardHarness(t, false, func(string) bool { return owns })
+		h.api.set("p", ok(runs.StatusCompleted, 100))
+		if st := h.probe(context.Background(), "p"); !st.FetchOK {
+			t.Fatalf("probe = %+v", st)
+		}
+		want := 0
+		if owns {
+			want = 1
+		}
+		if h.out.finished() != want {
+			t.Errorf("owns %v: counted %d, want %d", owns, h.out.finished(), want)
+		}
 	}
 }

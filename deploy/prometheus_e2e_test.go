@@ -643,7 +643,7 @@ func TestPrometheusProbesWithFileSD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := strings.NewReplacer("exporter:10025", exporterAddr, "30s", "1s", "'run_ids.json'", "'"+filepath.Join(dir, "run_ids.json")+"'").Replace(string(promCfg))
+	text := strings.NewReplacer(probeShardAddress, exporterAddr, "30s", "1s", "'run_ids.json'", "'"+filepath.Join(dir, "run_ids.json")+"'").Replace(string(promCfg))
 	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(text), 0o600)
 	rules, _ := os.ReadFile("prometheus/alerts.yml")
 	os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600)

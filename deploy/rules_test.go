@@ -291,6 +291,7 @@ func TestHelmAlertValues(t *testing.T) {
 		"alerts.rules.WorkflowFailureRatioHigh.threshold=0.05",
 		"alerts.rules.WorkflowFailureRatioHigh.severity=critical",
 		"alerts.rules.WorkflowFailureRatioHigh.labels.page=true",
+		"alerts.rules.WorkflowFailureRatioHigh.labels.team=data",
 		"alerts.rules.WorkflowRunsExporterFirstCycleSlow.for=2h",
 	}, ","))
 	if findRule(spec, "WorkflowRunNotFound") != nil {
@@ -300,8 +301,9 @@ func TestHelmAlertValues(t *testing.T) {
 	for _, g := range spec.Groups {
 		for _, r := range g.Rules {
 			count++
-			if r.Labels["team"] != "sre" {
-				t.Errorf("%s: labels %v lack team=sre of alerts.labels", r.Alert, r.Labels)
+			// An alert's own labels win over those for every alert.
+			if team := map[bool]string{true: "data", false: "sre"}[r.Alert == "WorkflowFailureRatioHigh"]; r.Labels["team"] != team {
+				t.Errorf("%s: labels %v, want team=%s", r.Alert, r.Labels, team)
 			}
 			if want := "https://wiki.example.com/runbooks#" + strings.ToLower(r.Alert); r.Annotations["runbook_url"] != want {
 				t.Errorf("%s: runbook_url %q, want %q", r.Alert, r.Annotations["runbook_url"], want)
@@ -318,6 +320,33 @@ func TestHelmAlertValues(t *testing.T) {
 	if ratio == nil || ratio.Labels["severity"] != "critical" || ratio.Labels["page"] != "true" || !strings.Contains(ratio.Expr.String(), "> 0.05\n") {
 		t.Errorf("WorkflowFailureRatioHigh = %+v, want threshold 0.05, severity critical, label page", ratio)
 	}
+	// The API server refuses a label that is not a string; the typed
+	// decoding above would have turned true into "true".
+	var raw struct {
+		Spec struct {
+			Groups []struct {
+				Rules []struct {
+					Alert  string         `json:"alert"`
+					Labels map[string]any `json:"labels"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"spec"`
+	}
+	args := append([]string{"template", "release", chart, "--api-versions", "monitoring.coreos.com/v1", "--show-only", "templates/prometheusrule.yaml"},
+		append(minimal, "--set", "alerts.rules.WorkflowFailureRatioHigh.labels.page=true,alerts.labels.tier=1")...)
+	if err := yaml.Unmarshal(run(t, tool(t, "helm"), args...), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range raw.Spec.Groups {
+		for _, r := range g.Rules {
+			for k, v := range r.Labels {
+				if _, ok := v.(string); !ok {
+					t.Errorf("%s: label %s is %T %v, want a string", r.Alert, k, v, v)
+				}
+			}
+		}
+	}
+
 	if slow := findRule(spec, "WorkflowRunsExporterFirstCycleSlow"); slow == nil || slow.For == nil || *slow.For != "2h" {
 		t.Errorf("WorkflowRunsExporterFirstCycleSlow = %+v, want for 2h", slow)
 	}

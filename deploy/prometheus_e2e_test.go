@@ -216,6 +216,7 @@ const (
 	flakyRun    = "5b1c7e0a-5555-4b50-8888-8dd25736052a" // answers once, then 500
 	doneRun     = "5b1c7e0a-6666-4b50-8888-8dd25736052a" // completed; taken off the list before the restart
 	lateRun     = "5b1c7e0a-7777-4b50-8888-8dd25736052a" // running, completed once the API's finishLate is set
+	queuedRun   = "5b1c7e0a-8888-4b50-8888-8dd25736052a" // queued at its first fetch, running after: a queue wait
 	fakeToken   = "e2e-token"
 	stalePod    = "workflow-runs-exporter-2" // the pod label of the stale exporter's target
 	runningForS = 7200
@@ -236,6 +237,7 @@ func runDocument(id, status string, progress float64, created time.Time, finishe
 // fakeAPI serves the runs above and counts the requests for each. The
 // first request for hangingRun is answered; later ones hang until the
 // client gives up or the test ends. flakyRun answers once, then fails.
+// queuedRun is queued at its first request and running after.
 type fakeAPI struct {
 	*httptest.Server
 	mu         sync.Mutex
@@ -259,7 +261,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		flakyRun:   runDocument(flakyRun, "running", 20, now.Add(-time.Minute), nil),
 		doneRun:    runDocument(doneRun, "completed", 100, now.Add(-time.Hour), &finished),
 		lateRun:    runDocument(lateRun, "running", 50, now.Add(-time.Minute), nil),
+		queuedRun:  runDocument(queuedRun, "running", 0, now.Add(-time.Minute), nil),
 	}
+	firstQueued := runDocument(queuedRun, "queued", 0, now.Add(-time.Minute), nil)
 	late := runDocument(lateRun, "completed", 100, now.Add(-time.Minute), &now)
 	release := make(chan struct{})
 	f := &fakeAPI{requests: map[string]int{}}
@@ -287,6 +291,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		doc, ok := docs[id]
 		if id == lateRun && f.finishLate.Load() {
 			doc = late
+		}
+		if id == queuedRun && !again {
+			doc = firstQueued
 		}
 		if !ok {
 			http.Error(w, `{"detail":"Run not found"}`, http.StatusNotFound)
@@ -334,8 +341,9 @@ func writeExporterConfig(t *testing.T, dir, name, apiURL, timeout, runs string) 
 
 // TestPrometheusEndToEnd runs a real Prometheus with the shipped config,
 // rules and dashboard queries against three exporters: the demo, one
-// watching a fake API with a stuck, a failed, a missing and a flaky run,
-// and one whose API hangs after its first answer (a stale instance).
+// watching a fake API with a stuck, a failed, a missing, a flaky run and
+// one that leaves the queue, and one whose API hangs after its first
+// answer (a stale instance, with a pod label and an ids_file).
 func TestPrometheusEndToEnd(t *testing.T) {
 	promtool := tool(t, "promtool")
 	prometheus := tool(t, "prometheus")
@@ -346,7 +354,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	start(t, exporter, "--demo", "--web.listen-address="+demoAddr)
 	api := newFakeAPI(t)
 	// The ops exporter keeps its state in a store, as the deploy kit does.
-	opsArgs := []string{"--config.file=" + writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, doneRun, lateRun),
+	opsArgs := []string{"--config.file=" + writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, doneRun, lateRun, queuedRun),
 		"--web.listen-address=" + opsAddr, "--storage.path=" + filepath.Join(dir, "ops-state")}
 	ops := start(t, exporter, opsArgs...)
 	// The stale exporter reads its run from an ids_file, for the panel
@@ -561,7 +569,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	checkStillFiring("while the exporter is down")
 	fetchedBefore := api.requestsFor(failedRun)
 	api.finishLate.Store(true)
-	writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, lateRun)
+	writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, lateRun, queuedRun)
 	start(t, exporter, opsArgs...)
 	eventually(t, "targets up after the restart", 60*time.Second, upTargets(3))
 	eventually(t, "the failed run exported again", 30*time.Second, func() error {

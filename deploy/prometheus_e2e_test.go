@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -131,30 +134,67 @@ func eventually(t *testing.T, what string, timeout time.Duration, check func() e
 	}
 }
 
-// dashboardSubst gives each dashboard variable the value a user choosing
-// "All" (and the test's short time range) would give it. stalled_after is
-// 0 so that every running run counts as stalled and the panel has rows.
-var dashboardSubst = strings.NewReplacer(
-	"$__rate_interval", "1m",
-	"$__range_s", "86400", // before $__range: the replacer tries them in this order
-	"$__range", "1d",
-	"$job", ".*",
-	"$instance", ".*",
-	"$workflow_type", ".*",
-	"$workflow_name", ".*",
-	"$stalled_after", "0",
-)
+// dashboardVars gives each dashboard variable the value a user choosing
+// "All" (and the test's short time range) would give it; cluster and
+// namespace are empty, as Grafana sets them where the series have no such
+// label. stalled_after is 0 so that every running run counts as stalled
+// and the panel has rows.
+var dashboardVars = map[string]string{
+	"$__rate_interval": "1m",
+	"$__range_s":       "86400",
+	"$__range":         "1d",
+	"$cluster":         "",
+	"$namespace":       "",
+	"$job":             ".*",
+	"$instance":        ".*",
+	"$workflow_type":   ".*",
+	"$workflow_name":   ".*",
+	"$stalled_after":   "0",
+}
+
+// awaitingMetrics are the panels whose metrics come from changes to the
+// exporter that this tree does not have yet (queue waits, the ids_file
+// metrics, probe-only runs in memory): their queries must be valid, but
+// may return no data. Remove each entry once the exporter serves them.
+var awaitingMetrics = map[string]bool{
+	"Queue wait by workflow (selected range)/A": true,
+	"Queue wait by workflow (selected range)/B": true,
+	"Queue wait by workflow (selected range)/C": true,
+	"Queue wait p50 / p90 over time/A":          true,
+	"Queue wait p50 / p90 over time/B":          true,
+	"Longest queue waits (selected range)/A":    true,
+}
+
+// dashboardSubst replaces the dashboard's variables with the values of
+// dashboardVars, overridden by vars (name, value, ...).
+func dashboardSubst(vars ...string) *strings.Replacer {
+	values := maps.Clone(dashboardVars)
+	for i := 0; i+1 < len(vars); i += 2 {
+		values[vars[i]] = vars[i+1]
+	}
+	// Longer names first, so that $__range_s is not taken for $__range.
+	names := slices.SortedFunc(maps.Keys(values), func(a, b string) int { return len(b) - len(a) })
+	var pairs []string
+	for _, name := range names {
+		pairs = append(pairs, name, values[name])
+	}
+	return strings.NewReplacer(pairs...)
+}
 
 // dashboardQueries returns every query of the dashboard's panels by
-// "panel title/refId", with the template variables substituted.
-func dashboardQueries(t *testing.T) map[string]string {
+// "panel title/refId", with the template variables substituted
+// (dashboardSubst).
+func dashboardQueries(t *testing.T, vars ...string) map[string]string {
 	t.Helper()
+	subst := dashboardSubst(vars...)
 	dash := loadDashboard(t)
-	leftover := regexp.MustCompile(`\$\{?\w+`)
+	// $1 is label_replace's, which Grafana leaves alone (no variable has
+	// that name).
+	leftover := regexp.MustCompile(`\$\{?[a-zA-Z_]\w*`)
 	queries := map[string]string{}
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
-			q := dashboardSubst.Replace(tg.Expr)
+			q := subst.Replace(tg.Expr)
 			if v := leftover.FindString(q); v != "" {
 				t.Errorf("panel %q uses variable %s, which the test does not set", p.Title, v)
 			}
@@ -173,7 +213,9 @@ const (
 	flakyRun    = "5b1c7e0a-5555-4b50-8888-8dd25736052a" // answers once, then 500
 	doneRun     = "5b1c7e0a-6666-4b50-8888-8dd25736052a" // completed; taken off the list before the restart
 	lateRun     = "5b1c7e0a-7777-4b50-8888-8dd25736052a" // running, completed once the API's finishLate is set
+	queuedRun   = "5b1c7e0a-8888-4b50-8888-8dd25736052a" // queued at its first fetch, running after: a queue wait
 	fakeToken   = "e2e-token"
+	stalePod    = "workflow-runs-exporter-2" // the pod label of the stale exporter's target
 	runningForS = 7200
 )
 
@@ -192,6 +234,7 @@ func runDocument(id, status string, progress float64, created time.Time, finishe
 // fakeAPI serves the runs above and counts the requests for each. The
 // first request for hangingRun is answered; later ones hang until the
 // client gives up or the test ends. flakyRun answers once, then fails.
+// queuedRun is queued at its first request and running after.
 type fakeAPI struct {
 	*httptest.Server
 	mu         sync.Mutex
@@ -215,7 +258,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		flakyRun:   runDocument(flakyRun, "running", 20, now.Add(-time.Minute), nil),
 		doneRun:    runDocument(doneRun, "completed", 100, now.Add(-time.Hour), &finished),
 		lateRun:    runDocument(lateRun, "running", 50, now.Add(-time.Minute), nil),
+		queuedRun:  runDocument(queuedRun, "running", 0, now.Add(-time.Minute), nil),
 	}
+	firstQueued := runDocument(queuedRun, "queued", 0, now.Add(-time.Minute), nil)
 	late := runDocument(lateRun, "completed", 100, now.Add(-time.Minute), &now)
 	release := make(chan struct{})
 	f := &fakeAPI{requests: map[string]int{}}
@@ -244,6 +289,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		if id == lateRun && f.finishLate.Load() {
 			doc = late
 		}
+		if id == queuedRun && !again {
+			doc = firstQueued
+		}
 		if !ok {
 			http.Error(w, `{"detail":"Run not found"}`, http.StatusNotFound)
 			return
@@ -259,12 +307,28 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 // writeConfig writes an exporter config for the fake API and returns its path.
 func writeConfig(t *testing.T, dir, name, apiURL, timeout string, ids ...string) string {
 	t.Helper()
+	return writeExporterConfig(t, dir, name, apiURL, timeout, fmt.Sprintf("ids: [%s]", strings.Join(ids, ", ")))
+}
+
+// writeIDsFileConfig writes an exporter config that lists its runs in an
+// ids_file, and the file, and returns the config's path.
+func writeIDsFileConfig(t *testing.T, dir, name, apiURL, timeout string, ids ...string) string {
+	t.Helper()
+	list := filepath.Join(dir, name+".ids")
+	if err := os.WriteFile(list, []byte(strings.Join(ids, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return writeExporterConfig(t, dir, name, apiURL, timeout, "ids_file: "+list)
+}
+
+func writeExporterConfig(t *testing.T, dir, name, apiURL, timeout, runs string) string {
+	t.Helper()
 	token := filepath.Join(dir, "token")
 	if err := os.WriteFile(token, []byte(fakeToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf("api:\n  url: %s\n  timeout: %s\n  authorization:\n    type: Bearer\n    credentials_file: %s\n"+
-		"runs:\n  ids: [%s]\npoll:\n  interval: 1s\n  max_requests_per_second: 1000\n", apiURL, timeout, token, strings.Join(ids, ", "))
+		"runs:\n  %s\npoll:\n  interval: 1s\n  max_requests_per_second: 1000\n", apiURL, timeout, token, runs)
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -274,8 +338,9 @@ func writeConfig(t *testing.T, dir, name, apiURL, timeout string, ids ...string)
 
 // TestPrometheusEndToEnd runs a real Prometheus with the shipped config,
 // rules and dashboard queries against three exporters: the demo, one
-// watching a fake API with a stuck, a failed, a missing and a flaky run,
-// and one whose API hangs after its first answer (a stale instance).
+// watching a fake API with a stuck, a failed, a missing, a flaky run and
+// one that leaves the queue, and one whose API hangs after its first
+// answer (a stale instance, with a pod label and an ids_file).
 func TestPrometheusEndToEnd(t *testing.T) {
 	promtool := tool(t, "promtool")
 	prometheus := tool(t, "prometheus")
@@ -286,10 +351,12 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	start(t, exporter, "--demo", "--web.listen-address="+demoAddr)
 	api := newFakeAPI(t)
 	// The ops exporter keeps its state in a store, as the deploy kit does.
-	opsArgs := []string{"--config.file=" + writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, doneRun, lateRun),
+	opsArgs := []string{"--config.file=" + writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, doneRun, lateRun, queuedRun),
 		"--web.listen-address=" + opsAddr, "--storage.path=" + filepath.Join(dir, "ops-state")}
 	ops := start(t, exporter, opsArgs...)
-	start(t, exporter, "--config.file="+writeConfig(t, dir, "stale.yml", api.URL, "1h", hangingRun), "--web.listen-address="+staleAddr,
+	// The stale exporter reads its run from an ids_file, for the panel
+	// that shows the file's health.
+	start(t, exporter, "--config.file="+writeIDsFileConfig(t, dir, "stale.yml", api.URL, "1h", hangingRun), "--web.listen-address="+staleAddr,
 		"--storage.path="+filepath.Join(dir, "stale-state"))
 
 	// The shipped Prometheus config and rules, pointed at these exporters
@@ -298,8 +365,10 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets := fmt.Sprintf("'%s', '%s', '%s'", demoAddr, opsAddr, staleAddr)
-	cfgText := strings.NewReplacer("'exporter:10025'", targets, "15s", "1s").Replace(string(cfg))
+	// The stale exporter's target has a pod label, as a ServiceMonitor
+	// gives it, for the panels that show instances by pod name.
+	targets := fmt.Sprintf("- targets: ['%s', '%s']\n      - targets: ['%s']\n        labels: {pod: %s}", demoAddr, opsAddr, staleAddr, stalePod)
+	cfgText := strings.NewReplacer("- targets: ['exporter:10025']", targets, "15s", "1s").Replace(string(cfg))
 	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfgText), 0o600)
 	rules, _ := os.ReadFile("prometheus/alerts.yml")
 	os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600)
@@ -402,10 +471,55 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		if len(age) != 3 {
 			return fmt.Errorf("data age for %d instances, want 3: %v", len(age), age)
 		}
-		if age[staleAddr] < 20 || age[demoAddr] > 15 || age[opsAddr] > 15 {
-			return fmt.Errorf("ages %v: want the stale instance %s above 20 s and the others below 15 s", age, staleAddr)
+		// The stale instance shows as its pod.
+		if age[stalePod] < 20 || age[demoAddr] > 15 || age[opsAddr] > 15 {
+			return fmt.Errorf("ages %v: want the stale instance %s above 20 s and the others below 15 s", age, stalePod)
 		}
 		return nil
+	})
+
+	// The instance variable: the pod's name shown, the address its value.
+	eventually(t, "the instance variable's options", 30*time.Second, func() error {
+		var instance dashVariable
+		for _, v := range loadDashboard(t).Templating.List {
+			if v.Name == "instance" {
+				instance = v
+			}
+		}
+		q := dashboardSubst().Replace(strings.TrimSuffix(strings.TrimPrefix(instance.Definition, "query_result("), ")"))
+		res, err := promQuery(prom, q)
+		if err != nil {
+			return err
+		}
+		var lines []string
+		for _, r := range res {
+			lines = append(lines, grafanaQueryResultLine(r))
+		}
+		got := grafanaVariableValues(t, instance.Regex, lines)
+		want := map[string]string{demoAddr: demoAddr, opsAddr: opsAddr, staleAddr: stalePod}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("options (value: text) %v, want %v; from %q", got, want, lines)
+		}
+		return nil
+	})
+
+	// Fetch health beside the unfinished runs: the flaky run, whose
+	// fetches fail after the first, is stale, not stuck.
+	eventually(t, "the fetch health of the unfinished runs", 30*time.Second, func() error {
+		for id, want := range map[string]float64{stuckRun: 1, flakyRun: 0} {
+			r, err := rowOf("Unfinished runs, oldest first/F", id)
+			if err != nil {
+				return err
+			}
+			if r.value != want {
+				return fmt.Errorf("run %s: last fetch %v, want %v", id, r.value, want)
+			}
+		}
+		age, err := rowOf("Unfinished runs, oldest first/E", flakyRun)
+		if err == nil && age.value < 2 {
+			err = fmt.Errorf("flaky run's data age %v s, want it growing past 2 s", age.value)
+		}
+		return err
 	})
 
 	// A restart of the exporter with its store (kill, a gap of failed
@@ -452,7 +566,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	checkStillFiring("while the exporter is down")
 	fetchedBefore := api.requestsFor(failedRun)
 	api.finishLate.Store(true)
-	writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, lateRun)
+	writeConfig(t, dir, "ops.yml", api.URL, "5s", stuckRun, failedRun, missingRun, flakyRun, lateRun, queuedRun)
 	start(t, exporter, opsArgs...)
 	eventually(t, "targets up after the restart", 60*time.Second, upTargets(3))
 	eventually(t, "the failed run exported again", 30*time.Second, func() error {
@@ -496,7 +610,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	for len(pending) > 0 && time.Now().Before(deadline) {
 		for name, q := range pending {
 			res, err := promQuery(prom, q)
-			if err == nil && len(res) == 0 {
+			if err == nil && len(res) == 0 && !awaitingMetrics[name] {
 				err = fmt.Errorf("no data")
 			}
 			if err == nil {
@@ -516,6 +630,23 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	for _, name := range names {
 		t.Errorf("dashboard panel %s: %v\n  query: %s", name, lastErr[name], pending[name])
 	}
+}
+
+// grafanaQueryResultLine writes one series of a query result as Grafana
+// lists it for a query_result() variable: name{label="value",...} value
+// timestamp, the labels in the order Prometheus gives them (sorted).
+func grafanaQueryResultLine(r map[string]any) string {
+	metric := r["metric"].(map[string]any)
+	names := slices.Sorted(maps.Keys(metric))
+	var labels []string
+	for _, n := range names {
+		if n != "__name__" {
+			labels = append(labels, fmt.Sprintf("%s=%q", n, metric[n]))
+		}
+	}
+	name, _ := metric["__name__"].(string)
+	v := r["value"].([]any)
+	return fmt.Sprintf("%s{%s} %s %v", name, strings.Join(labels, ","), v[1], v[0].(float64)*1000)
 }
 
 // failedRuns scrapes the exporter and returns the labels of every run in
@@ -670,6 +801,24 @@ func TestPrometheusProbesWithFileSD(t *testing.T) {
 		}
 		return nil
 	})
+	// Probe-only: the exporter has no workflow_runs, yet the dashboard
+	// counts the runs by status.
+	byStatus := dashboardQueries(t, "$job", "workflow_runs_probe")["Runs by status now/A"]
+	eventually(t, "runs by status from the probes", 30*time.Second, func() error {
+		res, err := promSamples(prom, byStatus)
+		if err != nil {
+			return err
+		}
+		got := map[string]float64{}
+		for _, r := range res {
+			got[r.labels["status"]] = r.value
+		}
+		want := map[string]float64{"failed": 10, "running": 6, "completed": 34}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("runs by status %v, want %v", got, want)
+		}
+		return nil
+	})
 	eventually(t, "WorkflowRunFailed for every failed run", 60*time.Second, func() error {
 		firing, err := firingAlerts(prom, "WorkflowRunFailed")
 		if err != nil {
@@ -692,5 +841,144 @@ func TestPrometheusProbesWithFileSD(t *testing.T) {
 		if doc["status"] != "running" && requests[id] != 1 {
 			t.Errorf("finished run %s fetched %d times by repeated probes, want 1", id, requests[id])
 		}
+	}
+}
+
+// nativeHistogram is a histogram family with one series whose count
+// observations all have the value value, as a native histogram of schema 3
+// (as the exporter's) and without classic buckets.
+func nativeHistogram(name string, labels map[string]string, count uint64, value float64) *dto.MetricFamily {
+	var pairs []*dto.LabelPair
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		pairs = append(pairs, &dto.LabelPair{Name: ref(k), Value: ref(labels[k])})
+	}
+	// Schema 3: bucket i holds (2^((i-1)/8), 2^(i/8)].
+	bucket := int32(math.Ceil(math.Log2(value) * 8))
+	return &dto.MetricFamily{
+		Name: ref(name),
+		Type: dto.MetricType_HISTOGRAM.Enum(),
+		Metric: []*dto.Metric{{
+			Label: pairs,
+			Histogram: &dto.Histogram{
+				SampleCount:   ref(count),
+				SampleSum:     ref(float64(count) * value),
+				Schema:        ref(int32(3)),
+				ZeroThreshold: ref(1e-128),
+				ZeroCount:     ref(uint64(0)),
+				PositiveSpan:  []*dto.BucketSpan{{Offset: ref(bucket), Length: ref(uint32(1))}},
+				PositiveDelta: []int64{int64(count)},
+			},
+		}},
+	}
+}
+
+func ref[T any](v T) *T { return &v }
+
+// TestDashboardNativeHistograms: Prometheus with native histograms on keeps
+// only the native form of a histogram that has one, so the duration and
+// queue-wait panels, and WorkflowQueueWaitHigh, must work on it too. A
+// stand-in for the exporter serves the two histograms in the protobuf
+// format only as native histograms, runs a Prometheus that scrapes them,
+// and checks every panel query on them and the alert's condition.
+func TestDashboardNativeHistograms(t *testing.T) {
+	prometheus := tool(t, "prometheus")
+	dir := t.TempDir()
+
+	// Each scrape, 10 more runs that waited about 1,500 s in the queue and
+	// took about 120 s.
+	const waited, took = 1500, 120
+	var scrapes atomic.Uint64
+	exporter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := scrapes.Add(1) * 10
+		format := expfmt.NewFormat(expfmt.TypeProtoDelim)
+		w.Header().Set("Content-Type", string(format))
+		enc := expfmt.NewEncoder(w, format)
+		for _, mf := range []*dto.MetricFamily{
+			nativeHistogram("workflow_runs_queue_wait_seconds", map[string]string{"workflow_name": "native", "workflow_type": "flow"}, n, waited),
+			nativeHistogram("workflow_runs_finished_duration_seconds", map[string]string{"workflow_name": "native", "workflow_type": "flow", "status": "completed"}, n, took),
+		} {
+			if err := enc.Encode(mf); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(exporter.Close)
+
+	cfg := fmt.Sprintf("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: workflow_runs_exporter\n    static_configs:\n      - targets: ['%s']\n",
+		strings.TrimPrefix(exporter.URL, "http://"))
+	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600)
+	prom := freeAddr(t)
+	start(t, prometheus, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--enable-feature=native-histograms",
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+prom)
+
+	// The case this test is about: the native form, and no classic one.
+	eventually(t, "native histograms scraped", 60*time.Second, func() error {
+		res, err := promQuery(prom, `count_over_time(workflow_runs_queue_wait_seconds[1m])`)
+		if err == nil && (len(res) != 1 || res[0]["value"].([]any)[1] == "1") {
+			err = fmt.Errorf("%d series %v, want one with at least two samples", len(res), res)
+		}
+		if err != nil {
+			return err
+		}
+		classic, err := promQuery(prom, `{__name__=~"workflow_runs_.+_(bucket|count|sum)"}`)
+		if err == nil && len(classic) != 0 {
+			err = fmt.Errorf("classic series stored: %v", classic)
+		}
+		return err
+	})
+
+	// The bounds of the schema-3 bucket that holds x.
+	lo := func(x float64) float64 { return math.Pow(2, (math.Ceil(math.Log2(x)*8)-1)/8) }
+	hi := func(x float64) float64 { return math.Pow(2, math.Ceil(math.Log2(x)*8)/8) }
+	// Any query on the two histograms, in either form (not the per-run
+	// workflow_run_queue_wait_seconds).
+	histograms := regexp.MustCompile(`\bworkflow_runs_(finished_duration|queue_wait)_seconds`)
+	var checked []string
+	for key, q := range dashboardQueries(t) {
+		title, _, _ := strings.Cut(key, "/")
+		if !histograms.MatchString(q) || classicOnly[title] != "" {
+			continue
+		}
+		checked = append(checked, key)
+		res, err := promSamples(prom, q)
+		if err != nil || len(res) != 1 {
+			t.Errorf("dashboard panel %s on native histograms: %v, %d series, want one\n  query: %s", key, err, len(res), q)
+			continue
+		}
+		if got := res[0].labels; got["workflow_name"] != "native" || got["workflow_type"] != "flow" {
+			t.Errorf("dashboard panel %s: labels %v, want the workflow's name and type", key, got)
+		}
+		// Quantiles fall in the bucket of the value observed; the mean is
+		// exact; counts are positive.
+		v := res[0].value
+		switch {
+		case strings.Contains(q, "histogram_quantile") && strings.Contains(q, "queue_wait"):
+			if v < lo(waited) || v > hi(waited) {
+				t.Errorf("dashboard panel %s = %v, want within the bucket of %d s", key, v, waited)
+			}
+		case strings.Contains(q, "histogram_quantile"):
+			if v < lo(took) || v > hi(took) {
+				t.Errorf("dashboard panel %s = %v, want within the bucket of %d s", key, v, took)
+			}
+		case key == "Duration by workflow (selected range)/C": // the mean
+			if math.Abs(v-took) > 0.001 {
+				t.Errorf("dashboard panel %s = %v, want the mean %d s", key, v, took)
+			}
+		case v <= 0:
+			t.Errorf("dashboard panel %s = %v, want a count above 0", key, v)
+		}
+	}
+	slices.Sort(checked)
+	t.Logf("checked on native histograms: %v", checked)
+	if len(checked) < 7 {
+		t.Errorf("only %d duration and queue-wait queries found: %v", len(checked), checked)
+	}
+
+	// WorkflowQueueWaitHigh's condition, as it is in the rules.
+	_, rules := loadRules(t)
+	expr := findRule(rules.Spec, "WorkflowQueueWaitHigh").Expr.String()
+	res, err := promSamples(prom, expr)
+	if err != nil || len(res) != 1 || res[0].labels["workflow_name"] != "native" || res[0].value < lo(waited) {
+		t.Errorf("WorkflowQueueWaitHigh's expr on native histograms = %v, %v; want the workflow, about %d s", res, err, waited)
 	}
 }

@@ -87,9 +87,37 @@ func (c *chunk) compressed() *[numRunFamilies]compressedPart {
 // gzipHeader is a gzip member header: deflate, no name, no time, unknown OS.
 var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
 
+// WriteError is an error writing a body to its client: the client went
+// away, or did not take the body within its deadline. Nothing is wrong
+// with the exposition itself.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return "writing the response: " + e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// sink records the first error of the writer under a body, so that a
+// scrape whose client is gone stops at once instead of compressing the
+// rest of the store for nobody.
+type sink struct {
+	w   io.Writer
+	err error
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.err = &WriteError{Err: err}
+	}
+	return n, s.err
+}
+
 // Exposition is the body of one scrape being written, plain or gzip.
 type Exposition struct {
 	w    *bufio.Writer
+	out  *sink
 	gzip bool
 	crc  uint32 // of the plain bytes written so far, for the gzip trailer
 	size uint64
@@ -100,7 +128,8 @@ type Exposition struct {
 
 // NewExposition starts a response body on w, gzip-compressed if gz.
 func NewExposition(w io.Writer, gz bool) *Exposition {
-	e := &Exposition{w: bufio.NewWriterSize(w, 64<<10), gzip: gz}
+	out := &sink{w: w}
+	e := &Exposition{w: bufio.NewWriterSize(out, 64<<10), out: out, gzip: gz}
 	if gz {
 		e.w.Write(gzipHeader)
 	}
@@ -119,6 +148,9 @@ func (e *Exposition) WriteRuns(s *MetricsStore) {
 		}
 		e.writePiece(runHeaders[f])
 		for _, c := range v.chunks {
+			if e.out.err != nil {
+				return
+			}
 			if len(c.runs) == 0 {
 				continue
 			}
@@ -172,6 +204,10 @@ func (e *Exposition) Write(p []byte) (int, error) {
 	e.size += uint64(len(p))
 	return e.live.Write(p)
 }
+
+// Err returns the first error met writing to the underlying writer, a
+// *WriteError, or nil.
+func (e *Exposition) Err() error { return e.out.err }
 
 // Close ends the body: in gzip mode the final deflate block and the
 // trailer. It returns the first error met writing to the underlying writer.

@@ -154,7 +154,9 @@ func run() int {
 
 	handler, err := endpoints.Handler(endpoints.Options{
 		Logger: logger, MetricsPath: *metricsPath, Runs: runMetrics, Self: self, ExporterMetrics: exporterMetrics,
-		MaxRequests: *maxRequests, Ready: p.Ready, Reload: reload.Reload, Probe: p.Probe,
+		MaxRequests: *maxRequests, Ready: p.Ready, Reload: reload.Reload,
+		// The poller refuses no probe yet: every one is answered.
+		Probe: func(ctx context.Context, id string) (runs.State, error) { return p.Probe(ctx, id), nil },
 	})
 	if err != nil {
 		if store != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/config"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/endpoints"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/shard"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
@@ -76,7 +77,8 @@ func newFixture(t *testing.T, n int, extra string, wrap ...func(http.Handler) ht
 		IDsFileCheck: 10 * time.Millisecond,
 	})
 	handler, err := endpoints.Handler(endpoints.Options{Logger: logger, MetricsPath: "/metrics", Runs: store, Self: reg,
-		Ready: f.poller.Ready, Reload: f.reloader.Reload, Probe: f.poller.Probe})
+		Ready: f.poller.Ready, Reload: f.reloader.Reload,
+		Probe: func(ctx context.Context, id string) (runs.State, error) { return f.poller.Probe(ctx, id), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,6 +55,8 @@ func run() int {
 					Bool()
 		maxRequests = app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 disables the limit.").
 				Default("40").Int()
+		createdLines = app.Flag("web.openmetrics-created-lines", "Add _created lines to the counter and histograms in OpenMetrics answers; Prometheus stores them as series unless its created-timestamp ingestion is on.").
+				Bool()
 		storagePath = app.Flag("storage.path", "Directory of the state store that keeps run states and lifecycle counters across restarts; empty: memory only.").
 				Default("").String()
 		shardCount = app.Flag("shard.count", "Number of exporter instances the run IDs are split between.").
@@ -154,7 +156,7 @@ func run() int {
 
 	handler, err := endpoints.Handler(endpoints.Options{
 		Logger: logger, MetricsPath: *metricsPath, Runs: runMetrics, Self: self, ExporterMetrics: exporterMetrics,
-		MaxRequests: *maxRequests, Ready: p.Ready, Reload: reload.Reload,
+		MaxRequests: *maxRequests, CreatedLines: *createdLines, Ready: p.Ready, Reload: reload.Reload,
 		// The poller refuses no probe yet: every one is answered.
 		Probe: func(ctx context.Context, id string) (runs.State, error) { return p.Probe(ctx, id), nil },
 	})

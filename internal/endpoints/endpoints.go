@@ -40,8 +40,14 @@ type Options struct {
 	// MaxRequests limits concurrent /metrics requests (--web.max-requests);
 	// 0 means no limit.
 	MaxRequests int
-	Ready       func() bool
-	Reload      func() error
+	// CreatedLines adds _created lines to OpenMetrics answers
+	// (--web.openmetrics-created-lines).
+	CreatedLines bool
+	// Families are the self-metric families served (--metric-allowlist,
+	// --metric-denylist; Runs applies the same to its own); nil: all.
+	Families *collector.FamilyFilter
+	Ready    func() bool
+	Reload   func() error
 	// Probe returns what is known of a run for /probe, fetching it first
 	// when due; nil disables /probe. An error means the probe was refused
 	// (too many in flight, say): /probe answers 503 with it.

@@ -33,12 +33,16 @@ type metricsHandler struct {
 	// errors is promhttp_metric_handler_errors_total; nil without the
 	// exporter metrics.
 	errors *prometheus.CounterVec
+	// families are the self-metric families served (the store applies the
+	// same filter to its own); nil: all.
+	families     *collector.FamilyFilter
+	createdLines bool
 }
 
 // newMetricsHandler builds the /metrics handler of o, instrumented as
 // promhttp.InstrumentMetricHandler does when the exporter metrics are on.
 func newMetricsHandler(o Options) http.Handler {
-	h := &metricsHandler{logger: o.Logger, store: o.Runs, gatherer: o.Self}
+	h := &metricsHandler{logger: o.Logger, store: o.Runs, gatherer: o.Self, families: o.Families, createdLines: o.CreatedLines}
 	if o.MaxRequests > 0 {
 		h.slots = newScrapeSlots(o.MaxRequests)
 	}
@@ -86,20 +90,36 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.countError("gathering")
 	}
 
-	gz := acceptsGzip(r)
+	format := negotiate(r)
+	opts := collector.WriteOptions{Format: formatOf(format), Gzip: acceptsGzip(r), CreatedLines: h.createdLines}
 	header := w.Header()
-	header.Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	header.Set("Content-Type", string(format))
+	header.Add("Vary", "Accept")
 	header.Add("Vary", "Accept-Encoding")
-	if gz {
+	if opts.Gzip {
 		header.Set("Content-Encoding", "gzip")
 	}
-	body := collector.NewExposition(out, gz)
+	body := collector.NewExposition(out, opts)
 	body.WriteRuns(h.store)
-	enc := expfmt.NewEncoder(body, expfmt.NewFormat(expfmt.TypeTextPlain))
+	var encOpts []expfmt.EncoderOption
+	if h.createdLines {
+		encOpts = append(encOpts, expfmt.WithCreatedLines())
+	}
+	enc := expfmt.NewEncoder(body, format, encOpts...)
 	for _, mf := range mfs {
+		if !h.families.Allows(mf.GetName()) {
+			continue
+		}
 		if err := enc.Encode(mf); err != nil {
-			h.encodingFailed(err)
-			break
+			if h.encodingFailed(err) {
+				return
+			}
+		}
+	}
+	// OpenMetrics' "# EOF" ends the body.
+	if closer, ok := enc.(expfmt.Closer); ok {
+		if err := closer.Close(); err != nil && h.encodingFailed(err) {
+			return
 		}
 	}
 	if err := body.Close(); err != nil {
@@ -107,16 +127,48 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// encodingFailed logs and counts an error of the self-metrics' encoder;
-// one the client caused (it went away) is only logged at debug level.
-func (h *metricsHandler) encodingFailed(err error) {
+// offered are the formats /metrics serves, in the order client_golang
+// prefers them with OpenMetrics enabled. The protobuf text formats, which
+// no scraper asks for, are left out: asked for them alone, the handler
+// answers in the text format.
+var offered = []expfmt.Format{
+	expfmt.FmtOpenMetrics_1_0_0,
+	expfmt.FmtOpenMetrics_0_0_1,
+	expfmt.FmtProtoDelim,
+	expfmt.FmtText,
+}
+
+// negotiate picks the format of the answer from the Accept header, as
+// client_golang does. A header that asks for nothing offered, or does not
+// parse, gets the text format.
+func negotiate(r *http.Request) expfmt.Format {
+	return expfmt.NegotiateAccept(r.Header, offered...)
+}
+
+func formatOf(f expfmt.Format) collector.Format {
+	switch f.FormatType() {
+	case expfmt.TypeOpenMetrics:
+		return collector.FormatOpenMetrics
+	case expfmt.TypeProtoDelim:
+		return collector.FormatProtobuf
+	}
+	return collector.FormatText
+}
+
+// encodingFailed logs and counts an error of the self-metrics' encoder,
+// and reports whether the scrape must stop: when the client caused it (it
+// went away, or did not read in time), which is only logged at debug
+// level. A family that does not encode is left out, as promhttp's
+// ContinueOnError does.
+func (h *metricsHandler) encodingFailed(err error) (stop bool) {
 	var write *collector.WriteError
 	if errors.As(err, &write) {
 		level.Debug(h.logger).Log("msg", "writing metrics to the client failed", "err", err)
-		return
+		return true
 	}
 	level.Error(h.logger).Log("msg", "encoding self-metrics failed", "err", err)
 	h.countError("encoding")
+	return false
 }
 
 func (h *metricsHandler) countError(cause string) {

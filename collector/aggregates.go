@@ -168,6 +168,9 @@ func buildAggregates(in aggregateInput) []*dto.MetricFamily {
 
 	var running []*dto.Metric
 	for _, k := range keys {
+		if !in.enabled[famRuns] {
+			break // a denied family is not built at all
+		}
 		byStatus := in.workflows[k].byStatus
 		// Every known status is present, zero or not, so that a panel or
 		// alert on status="failed" sees 0 rather than no data.
@@ -188,6 +191,9 @@ func buildAggregates(in aggregateInput) []*dto.MetricFamily {
 	}
 	add(famRuns, running)
 
+	if !in.enabled[famFinishedDuration] && !in.enabled[famFinishedTotal] && !in.enabled[famQueueWaits] {
+		return out
+	}
 	finished, queue := lifecycleSeries(in, keys)
 	var durations, counts, waits []*dto.Metric
 	for _, s := range finished {

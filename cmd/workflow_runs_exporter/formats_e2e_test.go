@@ -199,3 +199,48 @@ func diffSamples(want, got []string) string {
 	}
 	return b.String()
 }
+
+// leanAllowlist keeps what the shipped alerts and the run tables need, and
+// the aggregates and self-metrics; README, Performance, has its sizing.
+const leanAllowlist = "workflow_run_status,workflow_run_created_timestamp_seconds,workflow_run_finished_timestamp_seconds,workflow_run_progress_updated_timestamp_seconds,workflow_runs.*"
+
+// TestEndToEndFamilyLists: a lean --metric-allowlist serves only its
+// families, the per-run ones and the self-metrics alike; an entry naming
+// no family is a warning; both lists at once, or a bad regular
+// expression, stop the exporter with exit 1 naming the flag.
+func TestEndToEndFamilyLists(t *testing.T) {
+	env := newE2EEnv(t, 30)
+	p := startExporter(t, env.config(), "--metric-allowlist="+leanAllowlist+",workflow_run_renamed_in_v9")
+	p.waitReady()
+	p.waitCycles(1)
+	mfs := p.scrape()
+	for name := range mfs {
+		switch {
+		case name == "workflow_run_status", name == "workflow_run_created_timestamp_seconds", name == "workflow_run_finished_timestamp_seconds",
+			name == "workflow_run_progress_updated_timestamp_seconds", strings.HasPrefix(name, "workflow_runs"):
+		default:
+			t.Errorf("%s served outside the allowlist", name)
+		}
+	}
+	for _, name := range []string{"workflow_run_status", "workflow_runs", "workflow_runs_exporter_tracked_runs"} {
+		if mfs[name] == nil {
+			t.Errorf("%s not served", name)
+		}
+	}
+	if logs := p.logs.String(); !strings.Contains(logs, "entry=workflow_run_renamed_in_v9") || !strings.Contains(logs, "flag=--metric-allowlist") {
+		t.Errorf("no warning naming the unknown family; log:\n%s", logs)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--metric-allowlist=workflow_run_status", "--metric-denylist=go_.*"}, "--metric-allowlist and --metric-denylist"},
+		{[]string{"--metric-denylist=workflow_run_(info"}, `--metric-denylist: "workflow_run_(info" is not`},
+	} {
+		code, out := exitOf(t, append([]string{env.config()}, tc.args...)...)
+		if code != 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d, want 1 with %q:\n%s", tc.args, code, tc.want, out)
+		}
+	}
+}

@@ -57,6 +57,10 @@ func run() int {
 				Default("40").Int()
 		createdLines = app.Flag("web.openmetrics-created-lines", "Add _created lines to the counter and histograms in OpenMetrics answers; Prometheus stores them as series unless its created-timestamp ingestion is on.").
 				Bool()
+		allowlist = app.Flag("metric-allowlist", "Comma-separated metric family names or RE2 regular expressions (matched against the whole name): only these families are rendered and served. Not with --metric-denylist.").
+				Default("").String()
+		denylist = app.Flag("metric-denylist", "Comma-separated metric family names or RE2 regular expressions (matched against the whole name): these families are neither rendered nor served. Not with --metric-allowlist.").
+				Default("").String()
 		storagePath = app.Flag("storage.path", "Directory of the state store that keeps run states and lifecycle counters across restarts; empty: memory only.").
 				Default("").String()
 		shardCount = app.Flag("shard.count", "Number of exporter instances the run IDs are split between.").
@@ -81,6 +85,11 @@ func run() int {
 	fail := func(msg string, err error) int {
 		level.Error(logger).Log("msg", msg, "err", err)
 		return 1
+	}
+
+	families, err := collector.NewFamilyFilter(*allowlist, *denylist)
+	if err != nil {
+		return fail("invalid metric family list", err)
 	}
 
 	hostname, _ := os.Hostname()
@@ -125,7 +134,7 @@ func run() int {
 		exporterMetrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 
-	runMetrics := collector.NewMetricsStore(config.Default().API.ProgressMax)
+	runMetrics := collector.NewMetricsStore(config.Default().API.ProgressMax, collector.WithFamilies(families))
 	pollerOptions := poller.Options{Logger: logger, Registerer: self, Publisher: runMetrics}
 	var store *statestore.Store
 	if *storagePath != "" {
@@ -156,7 +165,7 @@ func run() int {
 
 	handler, err := endpoints.Handler(endpoints.Options{
 		Logger: logger, MetricsPath: *metricsPath, Runs: runMetrics, Self: self, ExporterMetrics: exporterMetrics,
-		MaxRequests: *maxRequests, CreatedLines: *createdLines, Ready: p.Ready, Reload: reload.Reload,
+		MaxRequests: *maxRequests, CreatedLines: *createdLines, Families: families, Ready: p.Ready, Reload: reload.Reload,
 		// The poller refuses no probe yet: every one is answered.
 		Probe: func(ctx context.Context, id string) (runs.State, error) { return p.Probe(ctx, id), nil },
 	})

@@ -64,6 +64,7 @@ func Handler(o Options) (http.Handler, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(o.MetricsPath, newMetricsHandler(o))
+	warnUnmatchedFamilies(o)
 	if o.Probe != nil {
 		mux.Handle("/probe", probeHandler(o))
 	}
@@ -109,6 +110,31 @@ func Handler(o Options) (http.Handler, error) {
 		mux.Handle("/", landing)
 	}
 	return mux, nil
+}
+
+// warnUnmatchedFamilies warns about each entry of --metric-allowlist or
+// --metric-denylist that matches no family served: a typo, or a family of
+// another version. It is not an error, since families come and go across
+// versions. A labelled self-metric that has no series yet is not served
+// yet either, so it may be warned about too.
+func warnUnmatchedFamilies(o Options) {
+	if o.Families == nil {
+		return
+	}
+	known := collector.FamilyNames()
+	gatherers := []prometheus.Gatherer{o.Self}
+	if o.ExporterMetrics != nil {
+		gatherers = append(gatherers, o.ExporterMetrics)
+	}
+	for _, g := range gatherers {
+		mfs, _ := g.Gather() // what fails to gather is left out, as in a scrape
+		for _, mf := range mfs {
+			known = append(known, mf.GetName())
+		}
+	}
+	for _, entry := range o.Families.Unmatched(known) {
+		level.Warn(o.Logger).Log("msg", "no metric family matches a family list entry; it is kept for families that appear later", "flag", o.Families.Flag(), "entry", entry)
+	}
 }
 
 // probeHandler answers GET /probe?run_id=<uuid> with the per-run metrics of

@@ -588,3 +588,49 @@ func TestBadTelemetryPathIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// TestFamilyListsApplyToSelfMetrics: --metric-allowlist and
+// --metric-denylist decide which self-metric families are served too, and
+// an entry that matches no family is a warning naming it, not an error.
+func TestFamilyListsApplyToSelfMetrics(t *testing.T) {
+	for _, tc := range []struct {
+		name, allow, deny string
+		served, left      []string
+		warned            string
+	}{
+		{name: "denylist", deny: "go_.*,promhttp_.*,workflow_run_stauts",
+			served: []string{"workflow_run_status", "workflow_runs_exporter_tracked_runs"},
+			left:   []string{"go_goroutines", "promhttp_metric_handler_requests_total", "promhttp_metric_handler_errors_total"},
+			warned: "workflow_run_stauts"},
+		{name: "allowlist", allow: "workflow_runs_exporter_.*,workflow_run_status,go_nothing",
+			served: []string{"workflow_run_status", "workflow_runs_exporter_tracked_runs"},
+			left:   []string{"go_goroutines", "workflow_runs", "workflow_run_fetch_success", "promhttp_metric_handler_requests_total"},
+			warned: "go_nothing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true, 0)
+			families, err := collector.NewFamilyFilter(tc.allow, tc.deny)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs syncbuffer.Buffer
+			f.store = collector.NewMetricsStore(100, collector.WithFamilies(families))
+			f.store.Update(fetched(runID, runs.StatusRunning))
+			f.rebuild(t, func(o *Options) { o.Families, o.Runs, o.Logger = families, f.store, log.NewLogfmtLogger(&logs) })
+			mfs := parse(t, f.do("GET", "/metrics", nil).Body)
+			for _, name := range tc.served {
+				if mfs[name] == nil {
+					t.Errorf("%s not served", name)
+				}
+			}
+			for _, name := range tc.left {
+				if mfs[name] != nil {
+					t.Errorf("%s served", name)
+				}
+			}
+			if got := logs.String(); strings.Count(got, "level=warn") != 1 || !strings.Contains(got, "entry="+tc.warned) {
+				t.Errorf("want one warning naming %s; log:\n%s", tc.warned, got)
+			}
+		})
+	}
+}

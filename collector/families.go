@@ -1,8 +1,9 @@
 // Package collector is the run metrics store: it renders each run's
 // exposition lines once, when the run changes, keeps them in memory, and
 // writes them out on a scrape with no per-series work (the model of
-// kube-state-metrics' metrics store). It also keeps the aggregates over all
-// runs up to date as runs change.
+// kube-state-metrics' metrics store), in the text format, OpenMetrics or
+// protobuf. It also keeps the aggregates over all runs, with their
+// exemplars, up to date as runs change.
 package collector
 
 import (

@@ -1,7 +1,8 @@
 // Package endpoints serves the exporter's HTTP endpoints: /metrics, /probe,
-// the landing page, /-/healthy, /-/ready and /-/reload. It builds the
-// /metrics handler in one place, as node_exporter does, and the HTTP
-// server with the timeouts that keep slow clients from holding it.
+// the landing page, /-/healthy, /-/ready and /-/reload. It owns the
+// /metrics handler (format negotiation, write deadlines, the request
+// limit), as kube-state-metrics does, and builds the HTTP server with the
+// timeouts that keep slow clients from holding it.
 package endpoints
 
 import (

@@ -23,9 +23,9 @@ type chunk struct {
 	// family, compressed with S2; its runs then keep only their offsets
 	// and aggregate keys, not their lines (buf is nil).
 	blocks *[numRunFamilies][]byte
-	// parts are the chunk's families compressed for gzip, made on first
-	// use.
-	parts atomic.Pointer[[numRunFamilies]compressedPart]
+	// cache holds the chunk's families in each encoding a scrape asked
+	// for, made on first use (Exposition).
+	cache [numEncodings]atomic.Pointer[[numRunFamilies]part]
 }
 
 // Finished runs never change, and are most of the runs of an exporter that

@@ -99,6 +99,9 @@ func (r reference) Collect(ch chan<- prometheus.Metric) {
 		if !st.ProgressUpdated.IsZero() {
 			gauge(runFamilies[famProgressUpdated], unixSeconds(st.ProgressUpdated), labels())
 		}
+		if d, ok := st.QueueWait(); ok {
+			gauge(runFamilies[famQueueWait], d.Seconds(), labels())
+		}
 		k := wf{LabelValue(run.WorkflowName), LabelValue(run.WorkflowType)}
 		if counts[k] == nil {
 			counts[k] = map[string]int{}
@@ -145,20 +148,50 @@ func (r reference) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstHistogram(desc(aggregateFamilies[famFinishedDuration], names...), t.Duration.Count, t.Duration.Sum, buckets, values...)
 	}
+
+	waits := map[wf]*runs.Histogram{}
+	for key, h := range r.totals.QueueWait {
+		waits[wf{LabelValue(key.WorkflowName), LabelValue(key.WorkflowType)}] = h
+	}
+	for k := range counts {
+		if waits[k] == nil {
+			waits[k] = runs.NewHistogram()
+		}
+	}
+	for k, h := range waits {
+		buckets := map[float64]uint64{}
+		var cumulative uint64
+		for i, le := range runs.DurationBuckets {
+			cumulative += h.Buckets[i]
+			buckets[le] = cumulative
+		}
+		ch <- prometheus.MustNewConstHistogram(desc(aggregateFamilies[famQueueWaits], "workflow_name", "workflow_type"), h.Count, h.Sum, buckets, k.name, k.typ)
+	}
 }
 
-// scrape writes the store as a scrape would, plain or gzip, and returns
-// the plain text.
+// scrape writes the store in the text format as a scrape would, plain or
+// gzip, and returns the plain text.
 func scrape(t testing.TB, s *MetricsStore, gz bool) string {
 	t.Helper()
+	return string(scrapeAs(t, s, WriteOptions{Gzip: gz}))
+}
+
+// scrapeAs writes the store as a scrape would, with o, and returns the
+// body, decompressed. An OpenMetrics body gets its "# EOF", which the
+// self-metrics' encoder writes in a real scrape.
+func scrapeAs(t testing.TB, s *MetricsStore, o WriteOptions) []byte {
+	t.Helper()
 	var buf bytes.Buffer
-	e := NewExposition(&buf, gz)
+	e := NewExposition(&buf, o)
 	e.WriteRuns(s)
+	if o.Format == FormatOpenMetrics {
+		e.Write([]byte("# EOF\n"))
+	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if !gz {
-		return buf.String()
+	if !o.Gzip {
+		return buf.Bytes()
 	}
 	zr, err := gzip.NewReader(&buf)
 	if err != nil {
@@ -172,7 +205,7 @@ func scrape(t testing.TB, s *MetricsStore, gz bool) string {
 	if rest, _ := io.ReadAll(&buf); len(rest) > 0 {
 		t.Fatalf("%d bytes after the gzip member", len(rest))
 	}
-	return string(plain)
+	return plain
 }
 
 func parse(t testing.TB, text string) map[string]*dto.MetricFamily {

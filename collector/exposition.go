@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	flate "github.com/klauspost/compress/flate"
 	"hash/crc32"
 	"io"
 	"sync"
+
+	flate "github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/s2"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Gzip without recompressing on every scrape: a deflate stream may be
@@ -41,127 +44,291 @@ func newPiece(plain []byte) *piece {
 	if len(plain) == 0 {
 		return p
 	}
-	var buf bytes.Buffer
 	fw := flateWriters.Get().(*flate.Writer)
-	fw.Reset(&buf)
-	fw.Write(plain)
-	fw.Flush()
+	p.deflated = deflate(fw, plain)
 	flateWriters.Put(fw)
-	p.deflated = buf.Bytes()
 	p.crc = crc32.ChecksumIEEE(plain)
 	return p
 }
 
-// compressedPart is one chunk's lines of one family, compressed.
-type compressedPart struct {
-	deflated []byte
-	crc      uint32
-	size     uint64
+// deflate compresses plain as one independent part of a deflate stream.
+func deflate(fw *flate.Writer, plain []byte) []byte {
+	var buf bytes.Buffer
+	fw.Reset(&buf)
+	fw.Write(plain)
+	fw.Flush()
+	return buf.Bytes()
 }
 
-// compressed returns the chunk's compressed families, compressing them on
+// Format is the exposition format of a scrape.
+type Format uint8
+
+const (
+	// FormatText is the Prometheus text format 0.0.4.
+	FormatText Format = iota
+	// FormatOpenMetrics is OpenMetrics 1.0 text, with exemplars.
+	FormatOpenMetrics
+	// FormatProtobuf is delimited io.prometheus.client.MetricFamily
+	// messages, the histograms also in native form.
+	FormatProtobuf
+	numFormats
+)
+
+func (f Format) formatType() expfmt.FormatType {
+	switch f {
+	case FormatOpenMetrics:
+		return expfmt.TypeOpenMetrics
+	case FormatProtobuf:
+		return expfmt.TypeProtoDelim
+	}
+	return expfmt.TypeTextPlain
+}
+
+// WriteOptions say how a scrape's body is written.
+type WriteOptions struct {
+	Format Format
+	Gzip   bool
+	// CreatedLines adds OpenMetrics' _created lines to the counter and
+	// histograms (--web.openmetrics-created-lines).
+	CreatedLines bool
+}
+
+// encoding is a form in which a chunk's families are kept for scrapes
+// that ask for it, made on first use after a change. The text format's
+// plain form is the runs' own lines; OpenMetrics shares both text forms,
+// since the per-run families are gauges, whose text lines are valid
+// OpenMetrics lines.
+type encoding uint8
+
+const (
+	textGzip   encoding = iota // the text lines, compressed for gzip
+	protoPlain                 // protobuf Metric entries, compressed with S2
+	protoGzip                  // protobuf Metric entries, compressed for gzip
+	numEncodings
+)
+
+// part is one chunk's lines of one family in one encoding.
+type part struct {
+	data []byte
+	crc  uint32 // of the plain form, for gzip
+	size uint64 // of the plain form
+}
+
+// encoded returns the chunk's families in encoding enc, making them on
 // first use. Two scrapes may race to do it; both results are equal.
-func (c *chunk) compressed() *[numRunFamilies]compressedPart {
-	if p := c.parts.Load(); p != nil {
+//
+// Protobuf is made from the text lines, not rendered from the runs: the
+// store keeps one rendering per run, and only a scrape that asks for
+// protobuf pays for it. Once made it is kept, like the gzip parts, so a
+// protobuf scrape of unchanged chunks costs what a text scrape does
+// (README, Performance).
+func (c *chunk) encoded(enc encoding) *[numRunFamilies]part {
+	if p := c.cache[enc].Load(); p != nil {
 		return p
 	}
-	var parts [numRunFamilies]compressedPart
+	var parts [numRunFamilies]part
 	fw := flateWriters.Get().(*flate.Writer)
 	defer flateWriters.Put(fw)
-	var plain []byte
+	var text, pb []byte
 	for f := range numRunFamilies {
-		plain = c.appendFamily(plain[:0], f)
-		if len(plain) == 0 {
+		text = c.appendFamily(text[:0], f)
+		if len(text) == 0 {
 			continue
 		}
-		var buf bytes.Buffer
-		fw.Reset(&buf)
-		fw.Write(plain)
-		fw.Flush()
-		parts[f] = compressedPart{deflated: bytes.Clone(buf.Bytes()), crc: crc32.ChecksumIEEE(plain), size: uint64(len(plain))}
+		plain := text
+		if enc != textGzip {
+			pb = appendProtoMetrics(pb[:0], text)
+			plain = pb
+		}
+		p := part{size: uint64(len(plain))}
+		if enc == protoPlain {
+			p.data = bytes.Clone(s2.Encode(nil, plain)) // Encode leaves room for the worst case
+		} else {
+			p.data, p.crc = bytes.Clone(deflate(fw, plain)), crc32.ChecksumIEEE(plain)
+		}
+		parts[f] = p
 	}
-	c.parts.CompareAndSwap(nil, &parts)
-	return c.parts.Load()
+	c.cache[enc].CompareAndSwap(nil, &parts)
+	return c.cache[enc].Load()
 }
 
 // gzipHeader is a gzip member header: deflate, no name, no time, unknown OS.
 var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
 
-// Exposition is the body of one scrape being written, plain or gzip.
+// WriteError is an error writing a body to its client: the client went
+// away, or did not take the body within its deadline. Nothing is wrong
+// with the exposition itself.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return "writing the response: " + e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// sink records the first error of the writer under a body, so that a
+// scrape whose client is gone stops at once instead of compressing the
+// rest of the store for nobody.
+type sink struct {
+	w   io.Writer
+	err error
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.err = &WriteError{Err: err}
+	}
+	return n, s.err
+}
+
+// Exposition is the body of one scrape being written.
 type Exposition struct {
 	w    *bufio.Writer
-	gzip bool
+	out  *sink
+	opts WriteOptions
 	crc  uint32 // of the plain bytes written so far, for the gzip trailer
 	size uint64
 	live *flate.Writer // compresses Write's bytes in gzip mode
-	// scratch holds a sealed chunk's family decoded for a plain scrape.
+	// scratch holds a chunk's family decoded for a plain scrape.
 	scratch []byte
 }
 
-// NewExposition starts a response body on w, gzip-compressed if gz.
-func NewExposition(w io.Writer, gz bool) *Exposition {
-	e := &Exposition{w: bufio.NewWriterSize(w, 64<<10), gzip: gz}
-	if gz {
+// NewExposition starts a response body on w.
+func NewExposition(w io.Writer, o WriteOptions) *Exposition {
+	out := &sink{w: w}
+	e := &Exposition{w: bufio.NewWriterSize(out, 64<<10), out: out, opts: o}
+	if o.Gzip {
 		e.w.Write(gzipHeader)
 	}
 	return e
 }
 
-// WriteRuns writes every family the store holds: each family's header, then
-// the lines of every run in it, then the aggregates. Nothing is rendered
-// here; compressed parts are made only for chunks changed since the last
-// gzip scrape.
+// WriteRuns writes every family the store holds: each per-run family's
+// header, then the lines of every run in it, then the aggregates. Nothing
+// is rendered here; encoded parts are made only for chunks changed since
+// the last scrape that asked for them.
 func (e *Exposition) WriteRuns(s *MetricsStore) {
 	v := s.view()
 	for f := range numRunFamilies {
 		if v.series[f] == 0 {
 			continue
 		}
-		e.writePiece(runHeaders[f])
-		for _, c := range v.chunks {
-			if len(c.runs) == 0 {
-				continue
-			}
-			if !e.gzip {
-				if c.blocks != nil {
-					e.scratch = c.decode(f, e.scratch)
-					e.w.Write(e.scratch)
-					continue
-				}
-				for _, rr := range c.runs {
-					e.w.Write(rr.family(f))
-				}
-				continue
-			}
-			if part := c.compressed()[f]; part.size > 0 {
-				e.w.Write(part.deflated)
-				e.crc = crc32Combine(e.crc, part.crc, part.size)
-				e.size += part.size
+		if e.opts.Format == FormatProtobuf {
+			e.writeProtoFamily(v.chunks, f)
+		} else {
+			e.writeTextFamily(v.chunks, f)
+		}
+		if e.out.err != nil {
+			return
+		}
+	}
+	e.writePiece(s.aggregates(e.opts))
+}
+
+// writeTextFamily writes a per-run family in the text format or in
+// OpenMetrics: the same lines under the format's header.
+func (e *Exposition) writeTextFamily(chunks []*chunk, f int) {
+	e.writePiece(runHeaders[e.opts.Format][f])
+	for _, c := range chunks {
+		if e.out.err != nil {
+			return
+		}
+		switch {
+		case len(c.runs) == 0:
+		case e.opts.Gzip:
+			e.writePart(c.encoded(textGzip)[f])
+		case c.blocks != nil:
+			e.scratch = c.decode(f, e.scratch)
+			e.w.Write(e.scratch)
+		default:
+			for _, rr := range c.runs {
+				e.w.Write(rr.family(f))
 			}
 		}
 	}
-	for _, p := range v.aggregates {
-		e.writePiece(p)
+}
+
+// writeProtoFamily writes a per-run family as one length-delimited
+// MetricFamily message: its length, its name, help and type, then the
+// Metric entries of every chunk, whose sizes are known before they are
+// written.
+func (e *Exposition) writeProtoFamily(chunks []*chunk, f int) {
+	enc := protoPlain
+	if e.opts.Gzip {
+		enc = protoGzip
 	}
+	header := runFamilies[f].pbHeader
+	size := uint64(len(header))
+	for _, c := range chunks {
+		if len(c.runs) > 0 {
+			size += c.encoded(enc)[f].size
+		}
+	}
+	e.writeBytes(append(binary.AppendUvarint(make([]byte, 0, len(header)+binary.MaxVarintLen64), size), header...))
+	for _, c := range chunks {
+		if e.out.err != nil {
+			return
+		}
+		if len(c.runs) == 0 {
+			continue
+		}
+		p := c.encoded(enc)[f]
+		switch {
+		case p.size == 0:
+		case e.opts.Gzip:
+			e.writePart(p)
+		default:
+			n, err := s2.DecodedLen(p.data)
+			if err != nil {
+				panic("collector: an encoded chunk does not decode: " + err.Error()) // made by encoded, in memory
+			}
+			if cap(e.scratch) < n {
+				e.scratch = make([]byte, n)
+			}
+			if e.scratch, err = s2.Decode(e.scratch[:cap(e.scratch)], p.data); err != nil {
+				panic("collector: an encoded chunk does not decode: " + err.Error())
+			}
+			e.w.Write(e.scratch)
+		}
+	}
+}
+
+// writePart writes a compressed part in gzip mode.
+func (e *Exposition) writePart(p part) {
+	if p.size == 0 {
+		return
+	}
+	e.w.Write(p.data)
+	e.crc = crc32Combine(e.crc, p.crc, p.size)
+	e.size += p.size
 }
 
 func (e *Exposition) writePiece(p *piece) {
 	if len(p.plain) == 0 {
 		return
 	}
-	if !e.gzip {
+	if !e.opts.Gzip {
 		e.w.Write(p.plain)
 		return
 	}
-	e.w.Write(p.deflated)
-	e.crc = crc32Combine(e.crc, p.crc, uint64(len(p.plain)))
-	e.size += uint64(len(p.plain))
+	e.writePart(part{data: p.deflated, crc: p.crc, size: uint64(len(p.plain))})
 }
 
-// Write appends plain exposition text, such as the self-metrics encoded by
-// client_golang, after what WriteRuns wrote.
+// writeBytes writes plain bytes made for this scrape; in gzip mode they
+// are compressed as a part of their own.
+func (e *Exposition) writeBytes(plain []byte) {
+	if !e.opts.Gzip {
+		e.w.Write(plain)
+		return
+	}
+	e.writePiece(newPiece(plain))
+}
+
+// Write appends bytes encoded by expfmt in the same format, such as the
+// self-metrics, after what WriteRuns wrote.
 func (e *Exposition) Write(p []byte) (int, error) {
-	if !e.gzip {
+	if !e.opts.Gzip {
 		return e.w.Write(p)
 	}
 	if e.live == nil {
@@ -173,10 +340,14 @@ func (e *Exposition) Write(p []byte) (int, error) {
 	return e.live.Write(p)
 }
 
+// Err returns the first error met writing to the underlying writer, a
+// *WriteError, or nil.
+func (e *Exposition) Err() error { return e.out.err }
+
 // Close ends the body: in gzip mode the final deflate block and the
 // trailer. It returns the first error met writing to the underlying writer.
 func (e *Exposition) Close() error {
-	if e.gzip {
+	if e.opts.Gzip {
 		if e.live == nil {
 			e.live = flateWriters.Get().(*flate.Writer)
 			e.live.Reset(e.w)
@@ -192,10 +363,12 @@ func (e *Exposition) Close() error {
 	return e.w.Flush()
 }
 
-// runHeaders are the per-run families' headers, compressed once.
-var runHeaders = func() (out [numRunFamilies]*piece) {
+// runHeaders are the per-run families' headers in the text formats,
+// compressed once.
+var runHeaders = func() (out [numFormats][numRunFamilies]*piece) {
 	for f := range numRunFamilies {
-		out[f] = newPiece(runFamilies[f].header)
+		out[FormatText][f] = newPiece(runFamilies[f].header)
+		out[FormatOpenMetrics][f] = newPiece(runFamilies[f].omHeader)
 	}
 	return out
 }()

@@ -92,6 +92,13 @@ func sampleStates() []*runs.State {
 	other := finishedRun(id(20), runs.StatusFailed)
 	other.WorkflowName, other.WorkflowType = "Résumé parser", "handler"
 	out = append(out, fetchedState(other))
+
+	// Seen queued, then running: a queue wait, the midpoint of the two
+	// polls (45 s after created_at).
+	started := &runs.State{ID: id(21)}
+	started.Succeeded(baseRun(id(21), runs.StatusQueued), created.Add(30*time.Second), time.Minute)
+	started.Succeeded(baseRun(id(21), runs.StatusRunning), created.Add(60*time.Second), time.Minute)
+	out = append(out, started)
 	return out
 }
 
@@ -102,6 +109,9 @@ func sampleTotals() runs.Totals {
 		t.AddFinish(runs.Finish{Key: runs.TotalKey{WorkflowName: "Invoice extraction", WorkflowType: "flow", Status: runs.StatusCompleted}, Duration: d, HasDuration: true})
 	}
 	t.AddFinish(runs.Finish{Key: runs.TotalKey{WorkflowName: "Résumé parser", WorkflowType: "handler", Status: runs.StatusFailed}})
+	for _, d := range []time.Duration{0, 45 * time.Second, 3 * time.Hour} {
+		t.AddQueueWait(runs.QueueWait{Key: runs.WorkflowKey{WorkflowName: "Invoice extraction", WorkflowType: "flow"}, Wait: d})
+	}
 	return t
 }
 

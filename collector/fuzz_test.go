@@ -11,7 +11,8 @@ import (
 
 // FuzzExposition takes whatever the API may send through decoding, the run
 // state and the store: the exposition always parses, plain and gzip say
-// the same, and no value is NaN or a negative duration.
+// the same, protobuf (transcoded from the text lines) carries the same
+// series and values, and no value is NaN or a negative duration.
 func FuzzExposition(f *testing.F) {
 	const runID = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 	f.Add([]byte(`{"id":"` + runID + `","status":"completed","progress":100,"created_at":"2023-11-07T05:31:56Z","finished_at":"2023-11-07T05:32:56.5Z","workflow":{"id":"w","name":"Invoice extraction","type":"flow"},"source":"api","group_id":"g"}`))
@@ -28,6 +29,11 @@ func FuzzExposition(f *testing.F) {
 		plain := scrape(t, s, false)
 		if gz := scrape(t, s, true); gz != plain {
 			t.Fatalf("gzip body differs from the plain one")
+		}
+		text := decodeAs(t, []byte(plain), FormatText)
+		pb := decodeAs(t, scrapeAs(t, s, WriteOptions{Format: FormatProtobuf}), FormatProtobuf)
+		if d := diffLines(flatten(text), flatten(pb)); d != "" {
+			t.Fatalf("protobuf differs from text (- text, + protobuf):\n%s", d)
 		}
 		for name, mf := range parse(t, plain) {
 			for _, m := range mf.GetMetric() {

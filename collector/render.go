@@ -110,11 +110,12 @@ func (r *renderedRun) family(f int) []byte { return r.buf[r.off[f]:r.off[f+1]] }
 // aggregateKey is a workflow, as its label values are exported.
 type aggregateKey struct{ name, typ string }
 
-// renderRun renders the series of one tracked run. A run that was never
-// fetched successfully has only its fetch health; a run with data has every
-// series its data supports, and nothing is invented for what it lacks.
-// The lines are appended to buf, which the result then holds.
-func renderRun(st *runs.State, progressMax float64, buf []byte) *renderedRun {
+// renderRun renders the series of one tracked run, in the families
+// enabled. A run that was never fetched successfully has only its fetch
+// health; a run with data has every series its data supports, and nothing
+// is invented for what it lacks. The lines are appended to buf, which the
+// result then holds.
+func renderRun(st *runs.State, progressMax float64, enabled *[numRunFamilies]bool, buf []byte) *renderedRun {
 	rr := &renderedRun{id: st.ID, settled: st.Finished()}
 	s := sample{b: buf[:0]}
 	var idBuf [64]byte
@@ -142,6 +143,9 @@ func renderRun(st *runs.State, progressMax float64, buf []byte) *renderedRun {
 
 	for f := range numRunFamilies {
 		rr.off[f] = uint32(len(s.b))
+		if !enabled[f] {
+			continue // a denied family costs nothing, not even rendering
+		}
 		name := runFamilies[f].name
 		switch f {
 		case famFetchSuccess:
@@ -216,6 +220,10 @@ func renderRun(st *runs.State, progressMax float64, buf []byte) *renderedRun {
 		case famProgressUpdated:
 			if !st.ProgressUpdated.IsZero() {
 				runGauge(name, unixSeconds(st.ProgressUpdated))
+			}
+		case famQueueWait:
+			if d, ok := st.QueueWait(); ok {
+				runGauge(name, d.Seconds())
 			}
 		}
 	}

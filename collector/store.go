@@ -2,8 +2,8 @@ package collector
 
 import (
 	"maps"
-	"sort"
 	"sync"
+	"time"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 )
@@ -14,6 +14,10 @@ import (
 type MetricsStore struct {
 	mu          sync.Mutex
 	progressMax float64
+	// runEnabled and aggEnabled are the families rendered at all
+	// (--metric-allowlist, --metric-denylist).
+	runEnabled [numRunFamilies]bool
+	aggEnabled [numAggregateFamilies]bool
 	// Runs that may still change and runs that never will are kept apart,
 	// so that the compressed parts of the settled majority stay valid.
 	active  activeChunks
@@ -24,31 +28,55 @@ type MetricsStore struct {
 	// sizeHint is the size of the last rendered run, to allocate once.
 	sizeHint int
 
-	// Aggregates: kept up to date as runs change, rendered when a scrape
+	// Aggregates: kept up to date as runs change, built when a scrape
 	// finds them changed.
-	workflows map[aggregateKey]map[string]int
+	workflows map[aggregateKey]*workflowRuns
 	totals    runs.Totals
-	version   uint64 // bumped on every change of the two above
-	rendered  aggregatePieces
+	meta      map[seriesKey]*seriesMeta
+	version   uint64 // bumped on every change of the three above
+	built     *aggregates
+	now       func() time.Time
 }
 
-// aggregatePieces are the aggregate families rendered for one version.
-type aggregatePieces struct {
-	version uint64
-	pieces  [numAggregateFamilies]*piece
+// Option configures a MetricsStore.
+type Option func(*MetricsStore)
+
+// WithFamilies renders only the families f allows; the others cost
+// nothing.
+func WithFamilies(f *FamilyFilter) Option {
+	return func(s *MetricsStore) {
+		for i := range numRunFamilies {
+			s.runEnabled[i] = f.Allows(runFamilies[i].name)
+		}
+		for i := range numAggregateFamilies {
+			s.aggEnabled[i] = f.Allows(aggregateFamilies[i].name)
+		}
+	}
 }
 
-// NewStore returns an empty store. progressMax is api.progress_max.
-func NewMetricsStore(progressMax float64) *MetricsStore {
-	return &MetricsStore{
+// NewMetricsStore returns an empty store. progressMax is api.progress_max.
+func NewMetricsStore(progressMax float64, opts ...Option) *MetricsStore {
+	s := &MetricsStore{
 		progressMax: progressMax,
 		active:      newActiveChunks(),
 		settled:     settledChunks{where: map[string]int{}},
-		workflows:   map[aggregateKey]map[string]int{},
+		workflows:   map[aggregateKey]*workflowRuns{},
 		totals:      runs.NewTotals(),
+		meta:        map[seriesKey]*seriesMeta{},
 		sizeHint:    2048,
 		version:     1,
+		now:         time.Now,
 	}
+	for i := range s.runEnabled {
+		s.runEnabled[i] = true
+	}
+	for i := range s.aggEnabled {
+		s.aggEnabled[i] = true
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Reset replaces every run the store holds with states, rendered with
@@ -57,10 +85,13 @@ func NewMetricsStore(progressMax float64) *MetricsStore {
 // sees the runs missing; finished runs go straight into sealed chunks
 // rather than being taken out of them one by one.
 func (s *MetricsStore) Reset(progressMax float64, states []*runs.State) {
+	s.mu.Lock()
+	enabled, now := s.runEnabled, s.now
+	s.mu.Unlock()
 	next := &MetricsStore{progressMax: progressMax, active: newActiveChunks(), settled: settledChunks{where: map[string]int{}},
-		workflows: map[aggregateKey]map[string]int{}, sizeHint: 2048}
+		workflows: map[aggregateKey]*workflowRuns{}, sizeHint: 2048, now: now}
 	for _, st := range states {
-		rr := renderRun(st, progressMax, make([]byte, 0, next.sizeHint))
+		rr := renderRun(st, progressMax, &enabled, make([]byte, 0, next.sizeHint))
 		if rr.settled {
 			next.settled.add(rr)
 		} else {
@@ -70,6 +101,11 @@ func (s *MetricsStore) Reset(progressMax float64, states []*runs.State) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for k, w := range next.workflows {
+		if old := s.workflows[k]; old != nil {
+			w.since = old.since // the workflow's zero series go on
+		}
+	}
 	s.progressMax, s.active, s.settled, s.series, s.workflows = progressMax, next.active, next.settled, next.series, next.workflows
 	s.version++
 }
@@ -78,9 +114,9 @@ func (s *MetricsStore) Reset(progressMax float64, states []*runs.State) {
 // rendering happens outside the lock: a scrape is never held up by it.
 func (s *MetricsStore) Update(st *runs.State) {
 	s.mu.Lock()
-	progressMax, hint := s.progressMax, s.sizeHint
+	progressMax, hint, enabled := s.progressMax, s.sizeHint, s.runEnabled
 	s.mu.Unlock()
-	rr := renderRun(st, progressMax, make([]byte, 0, hint))
+	rr := renderRun(st, progressMax, &enabled, make([]byte, 0, hint))
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -132,15 +168,24 @@ func (s *MetricsStore) Len() int {
 }
 
 // SetTotals replaces the lifecycle totals, e.g. with those a state store
-// kept across a restart.
+// kept across a restart. Their series have no exemplars, and no created
+// timestamp: they counted before this process.
 func (s *MetricsStore) SetTotals(t runs.Totals) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.totals = t.Clone()
+	s.meta = map[seriesKey]*seriesMeta{}
+	for k := range s.totals.Finished {
+		s.meta[finishedKey(k)] = newSeriesMeta(time.Time{})
+	}
+	for k := range s.totals.QueueWait {
+		s.meta[queueKey(k)] = newSeriesMeta(time.Time{})
+	}
 	s.version++
 }
 
-// AddCounts adds what the ledger counted to the lifecycle totals.
+// AddCounts adds what the ledger counted to the lifecycle totals, each run
+// becoming the exemplar of its series and bucket.
 func (s *MetricsStore) AddCounts(c runs.Counts) {
 	if c.Empty() {
 		return
@@ -148,7 +193,50 @@ func (s *MetricsStore) AddCounts(c runs.Counts) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.totals.Add(c)
+	now := s.now()
+	for _, f := range c.Finishes {
+		m := s.metaOf(finishedKey(f.Key), now)
+		// A run the API gave no finished_at counts when it is first seen
+		// finished, which is now.
+		at := f.FinishedAt
+		if at.IsZero() {
+			at = now
+		}
+		m.counter.set(exemplarOf(f.RunID, 1, at))
+		if f.HasDuration {
+			v := f.Duration.Seconds()
+			m.buckets[runs.ClassicBucket(v)].set(exemplarOf(f.RunID, v, at))
+		}
+	}
+	for _, q := range c.QueueWaits {
+		m := s.metaOf(queueKey(q.Key), now)
+		at := q.LeftQueue
+		if at.IsZero() {
+			at = now
+		}
+		v := q.Wait.Seconds()
+		m.buckets[runs.ClassicBucket(v)].set(exemplarOf(q.RunID, v, at))
+	}
 	s.version++
+}
+
+// metaOf returns the metadata of a series that counts a run, created now
+// unless it existed already as a zero series of a tracked workflow.
+func (s *MetricsStore) metaOf(k seriesKey, now time.Time) *seriesMeta {
+	if m := s.meta[k]; m != nil {
+		return m
+	}
+	created := now
+	if w := s.workflows[k.wf]; w != nil {
+		created = w.since
+	}
+	m := newSeriesMeta(created)
+	s.meta[k] = m
+	return m
+}
+
+func newSeriesMeta(created time.Time) *seriesMeta {
+	return &seriesMeta{created: created, buckets: make([]exemplar, len(runs.DurationBuckets)+1)}
 }
 
 // account moves a run's share of the series counts and of workflow_runs
@@ -179,217 +267,65 @@ func (s *MetricsStore) countWorkflow(rr *renderedRun, sign int) {
 	if rr == nil || !rr.hasAgg {
 		return
 	}
-	byStatus := s.workflows[rr.agg]
-	if byStatus == nil {
-		byStatus = map[string]int{}
-		s.workflows[rr.agg] = byStatus
+	w := s.workflows[rr.agg]
+	if w == nil {
+		w = &workflowRuns{byStatus: map[string]int{}, since: s.now()}
+		s.workflows[rr.agg] = w
 	}
-	byStatus[rr.status] += sign
-	if byStatus[rr.status] == 0 {
-		delete(byStatus, rr.status)
+	w.byStatus[rr.status] += sign
+	if w.byStatus[rr.status] == 0 {
+		delete(w.byStatus, rr.status)
 	}
-	if len(byStatus) == 0 {
+	if len(w.byStatus) == 0 {
 		delete(s.workflows, rr.agg)
 	}
 }
 
-// view is what one scrape writes: taken under the lock, written without it.
+// view is what one scrape writes of the runs: taken under the lock,
+// written without it.
 type view struct {
-	chunks     []*chunk
-	series     [numRunFamilies]int
-	aggregates [numAggregateFamilies]*piece
+	chunks []*chunk
+	series [numRunFamilies]int
 }
 
 func (s *MetricsStore) view() view {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	chunks := make([]*chunk, 0, len(s.settled.chunks)+len(s.active.chunks))
 	chunks = append(chunks, s.settled.chunks...)
 	chunks = append(chunks, s.active.chunks...)
-	v := view{chunks: chunks, series: s.series, aggregates: s.rendered.pieces}
-	if s.rendered.version == s.version {
-		s.mu.Unlock()
-		return v
-	}
-	// The aggregates changed: copy what they are made of, and render them
-	// without holding up the poller.
-	version, totals := s.version, s.totals.Clone()
-	workflows := make(map[aggregateKey]map[string]int, len(s.workflows))
-	for k, byStatus := range s.workflows {
-		workflows[k] = maps.Clone(byStatus)
-	}
-	s.mu.Unlock()
+	return view{chunks: chunks, series: s.series}
+}
 
-	v.aggregates = renderAggregates(workflows, totals)
+// aggregates returns the aggregate families written as o asks, built and
+// encoded when they changed since a scrape last asked for them so. What
+// they are made of is copied under the lock, and they are built without
+// it: the poller is not held up.
+func (s *MetricsStore) aggregates(o WriteOptions) *piece {
+	v := variantOf(o)
 	s.mu.Lock()
-	if s.rendered.version < version {
-		s.rendered = aggregatePieces{version: version, pieces: v.aggregates}
+	a := s.built
+	if a == nil || a.version != s.version {
+		a = &aggregates{version: s.version}
+		s.built = a
+	}
+	if p := a.encoded[v].Load(); p != nil {
+		s.mu.Unlock()
+		return p
+	}
+	in := aggregateInput{workflows: make(map[aggregateKey]workflowRuns, len(s.workflows)), totals: s.totals.Clone(),
+		meta: make(map[seriesKey]*seriesMeta, len(s.meta)), enabled: s.aggEnabled}
+	for k, w := range s.workflows {
+		in.workflows[k] = workflowRuns{byStatus: maps.Clone(w.byStatus), since: w.since}
+	}
+	for k, m := range s.meta {
+		in.meta[k] = m.clone()
 	}
 	s.mu.Unlock()
-	return v
-}
 
-// renderAggregates renders workflow_runs and the lifecycle totals. They
-// have one series per workflow and status, not per run, so this is cheap.
-func renderAggregates(workflows map[aggregateKey]map[string]int, totals runs.Totals) [numAggregateFamilies]*piece {
-	var out [numAggregateFamilies]*piece
-	keys := make([]aggregateKey, 0, len(workflows))
-	for k := range workflows {
-		keys = append(keys, k)
-	}
-	sortKeys(keys)
-
-	var b []byte
-	if len(keys) > 0 {
-		b = append(b, aggregateFamilies[famRuns].header...)
-		for _, k := range keys {
-			byStatus := workflows[k]
-			// Every known status is present, zero or not, so that a panel
-			// or alert on status="failed" sees 0 rather than no data.
-			line := func(status string) {
-				b = append(b, "workflow_runs{"...)
-				b = appendLabel(b, "status", status)
-				b = append(b, ',')
-				b = appendWorkflow(b, k)
-				b = append(b, '}', ' ')
-				b = appendValue(b, float64(byStatus[status]))
-				b = append(b, '\n')
-			}
-			for _, st := range runs.KnownStatuses {
-				line(string(st))
-			}
-			var unknown []string
-			for st := range byStatus {
-				if !runs.Status(st).Known() {
-					unknown = append(unknown, st)
-				}
-			}
-			sort.Strings(unknown)
-			for _, st := range unknown {
-				line(st)
-			}
-		}
-	}
-	out[famRuns] = newPiece(b)
-
-	hist, counter := renderTotals(exportedTotals(totals, keys))
-	out[famFinishedDuration] = newPiece(hist)
-	out[famFinishedTotal] = newPiece(counter)
-	return out
-}
-
-type totalSeries struct {
-	key   aggregateKey
-	state string
-}
-
-// exportedTotals merges the totals by their exported label values (two
-// names cut to the same 256 characters must not make duplicate series) and
-// adds zero series for the terminal statuses of every workflow now tracked,
-// so that increase() counts a workflow's first finished run too.
-func exportedTotals(totals runs.Totals, tracked []aggregateKey) map[totalSeries]*runs.Total {
-	out := map[totalSeries]*runs.Total{}
-	get := func(k totalSeries) *runs.Total {
-		t := out[k]
-		if t == nil {
-			t = &runs.Total{Duration: runs.NewHistogram()}
-			out[k] = t
-		}
-		return t
-	}
-	for k, v := range totals.Finished {
-		t := get(totalSeries{aggregateKey{LabelValue(k.WorkflowName), LabelValue(k.WorkflowType)}, LabelValue(string(k.Status))})
-		t.Runs += v.Runs
-		t.Duration.Merge(v.Duration)
-	}
-	for _, k := range tracked {
-		for _, st := range runs.KnownStatuses {
-			if st.Terminal() {
-				get(totalSeries{k, string(st)})
-			}
-		}
-	}
-	return out
-}
-
-func renderTotals(totals map[totalSeries]*runs.Total) (hist, counter []byte) {
-	if len(totals) == 0 {
-		return nil, nil
-	}
-	keys := make([]totalSeries, 0, len(totals))
-	for k := range totals {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := keys[i], keys[j]
-		if a.state != b.state {
-			return a.state < b.state
-		}
-		return lessKey(a.key, b.key)
-	})
-	labels := func(b []byte, k totalSeries) []byte {
-		b = appendLabel(b, "status", k.state)
-		b = append(b, ',')
-		return appendWorkflow(b, k.key)
-	}
-	hist = append(hist, aggregateFamilies[famFinishedDuration].header...)
-	counter = append(counter, aggregateFamilies[famFinishedTotal].header...)
-	const name = "workflow_runs_finished_duration_seconds"
-	for _, k := range keys {
-		t := totals[k]
-		var cumulative uint64
-		for i, le := range runs.DurationBuckets {
-			cumulative += t.Duration.Buckets[i]
-			hist = append(hist, name+"_bucket{"...)
-			hist = labels(hist, k)
-			hist = append(hist, `,le="`...)
-			hist = appendValue(hist, le)
-			hist = append(hist, '"', '}', ' ')
-			hist = appendValue(hist, float64(cumulative))
-			hist = append(hist, '\n')
-		}
-		hist = append(hist, name+"_bucket{"...)
-		hist = labels(hist, k)
-		hist = append(hist, `,le="+Inf"} `...)
-		hist = appendValue(hist, float64(t.Duration.Count))
-		hist = append(hist, '\n')
-		hist = append(hist, name+"_sum{"...)
-		hist = labels(hist, k)
-		hist = append(hist, '}', ' ')
-		hist = appendValue(hist, t.Duration.Sum)
-		hist = append(hist, '\n')
-		hist = append(hist, name+"_count{"...)
-		hist = labels(hist, k)
-		hist = append(hist, '}', ' ')
-		hist = appendValue(hist, float64(t.Duration.Count))
-		hist = append(hist, '\n')
-
-		counter = append(counter, "workflow_runs_finished_total{"...)
-		counter = labels(counter, k)
-		counter = append(counter, '}', ' ')
-		counter = appendValue(counter, float64(t.Runs))
-		counter = append(counter, '\n')
-	}
-	return hist, counter
-}
-
-// appendWorkflow appends the workflow labels; the values are already safe.
-func appendWorkflow(b []byte, k aggregateKey) []byte {
-	b = append(b, `workflow_name="`...)
-	b = appendEscaped(b, k.name)
-	b = append(b, `",workflow_type="`...)
-	b = appendEscaped(b, k.typ)
-	return append(b, '"')
-}
-
-func sortKeys(keys []aggregateKey) {
-	sort.Slice(keys, func(i, j int) bool { return lessKey(keys[i], keys[j]) })
-}
-
-func lessKey(a, b aggregateKey) bool {
-	if a.name != b.name {
-		return a.name < b.name
-	}
-	return a.typ < b.typ
+	// Two scrapes may race to encode; both results are equal.
+	a.encoded[v].CompareAndSwap(nil, encodeAggregates(buildAggregates(in), o))
+	return a.encoded[v].Load()
 }
 
 // AppendRun appends one run's series, each family with its header, and
@@ -397,11 +333,11 @@ func lessKey(a, b aggregateKey) bool {
 // store.
 func (s *MetricsStore) AppendRun(dst []byte, st *runs.State) []byte {
 	s.mu.Lock()
-	progressMax := s.progressMax
+	progressMax, enabled := s.progressMax, s.runEnabled
 	s.mu.Unlock()
 	scratch := renderBuffers.Get().(*[]byte)
 	defer renderBuffers.Put(scratch)
-	rr := renderRun(st, progressMax, *scratch)
+	rr := renderRun(st, progressMax, &enabled, *scratch)
 	*scratch = rr.buf[:0]
 	for f := range numRunFamilies {
 		if seg := rr.family(f); len(seg) > 0 {

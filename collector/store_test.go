@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"hash/crc32"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,12 +178,16 @@ func TestFinishedTotalsCount(t *testing.T) {
 }
 
 // TestScrapeSeesWholeUpdates: while a run flips between two states as fast
-// as it can, every scrape shows it entirely in one of them.
+// as it can, every scrape shows it entirely in one of them. The scrapes go
+// on until each state has been seen several times (the flips really
+// interleaved with them): on a loaded machine the flipping goroutine may
+// barely run, and a test that saw no flip would prove nothing.
 func TestScrapeSeesWholeUpdates(t *testing.T) {
 	s := storeOf(manyStates(100), runs.Totals{})
 	running := fetchedState(baseRun(id(7), runs.StatusRunning))
 	failed := fetchedState(finishedRun(id(7), runs.StatusFailed))
 	stop := make(chan struct{})
+	var flips atomic.Int64
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -197,10 +203,17 @@ func TestScrapeSeesWholeUpdates(t *testing.T) {
 			} else {
 				s.Update(failed)
 			}
+			flips.Add(1)
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
-	for i := range 60 {
+	const each = 5
+	seen := map[bool]int{} // by failed
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; seen[true] < each || seen[false] < each; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d scrapes and %d flips in a minute, each state seen %v times; want %d of each", i, flips.Load(), seen, each)
+		}
 		text := scrape(t, s, i%2 == 1)
 		var isRunning, isFailed, hasDuration bool
 		for _, l := range strings.Split(text, "\n") {
@@ -214,6 +227,8 @@ func TestScrapeSeesWholeUpdates(t *testing.T) {
 		if isRunning == isFailed || hasDuration != isFailed {
 			t.Fatalf("scrape %d saw half an update: running=%v failed=%v duration=%v", i, isRunning, isFailed, hasDuration)
 		}
+		seen[isFailed]++
+		runtime.Gosched() // let the flipper run between scrapes
 	}
 }
 

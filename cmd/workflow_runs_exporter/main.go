@@ -33,7 +33,6 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/logging"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/reloader"
-	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/shard"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/statestore"
@@ -56,6 +55,12 @@ func run() int {
 					Bool()
 		maxRequests = app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 disables the limit.").
 				Default("40").Int()
+		createdLines = app.Flag("web.openmetrics-created-lines", "Add _created lines to the counter and histograms in OpenMetrics answers; Prometheus stores them as series unless its created-timestamp ingestion is on.").
+				Bool()
+		allowlist = app.Flag("metric-allowlist", "Comma-separated metric family names or RE2 regular expressions (matched against the whole name): only these families are rendered and served. Not with --metric-denylist.").
+				Default("").String()
+		denylist = app.Flag("metric-denylist", "Comma-separated metric family names or RE2 regular expressions (matched against the whole name): these families are neither rendered nor served. Not with --metric-allowlist.").
+				Default("").String()
 		storagePath = app.Flag("storage.path", "Directory of the state store that keeps run states and lifecycle counters across restarts; empty: memory only.").
 				Default("").String()
 		shardCount = app.Flag("shard.count", "Number of exporter instances the run IDs are split between.").
@@ -80,6 +85,11 @@ func run() int {
 	fail := func(msg string, err error) int {
 		level.Error(logger).Log("msg", msg, "err", err)
 		return 1
+	}
+
+	families, err := collector.NewFamilyFilter(*allowlist, *denylist)
+	if err != nil {
+		return fail("invalid metric family list", err)
 	}
 
 	hostname, _ := os.Hostname()
@@ -124,7 +134,7 @@ func run() int {
 		exporterMetrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 
-	runMetrics := collector.NewMetricsStore(config.Default().API.ProgressMax)
+	runMetrics := collector.NewMetricsStore(config.Default().API.ProgressMax, collector.WithFamilies(families))
 	ledgerOptions := ledger.Options{Logger: logger, Owns: assignment.Owns, Counter: runMetrics}
 	var store *statestore.Store
 	if *storagePath != "" {
@@ -167,10 +177,8 @@ func run() int {
 
 	handler, err := endpoints.Handler(endpoints.Options{
 		Logger: logger, MetricsPath: *metricsPath, Runs: runMetrics, Self: self, ExporterMetrics: exporterMetrics,
-		MaxRequests: *maxRequests, Ready: p.Ready, Reload: reload.Reload, Probe: func(ctx context.Context, id string) runs.State {
-			st, _ := p.Probe(ctx, id) // a refused probe answers with what is known; /probe says 503 once it can
-			return st
-		},
+		MaxRequests: *maxRequests, CreatedLines: *createdLines, Families: families, Ready: p.Ready, Reload: reload.Reload,
+		Probe: p.Probe,
 	})
 	if err != nil {
 		if store != nil {

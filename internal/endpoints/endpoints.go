@@ -1,7 +1,8 @@
 // Package endpoints serves the exporter's HTTP endpoints: /metrics, /probe,
-// the landing page, /-/healthy, /-/ready and /-/reload. It builds the
-// /metrics handler in one place, as node_exporter does, and the HTTP
-// server with the timeouts that keep slow clients from holding it.
+// the landing page, /-/healthy, /-/ready and /-/reload. It owns the
+// /metrics handler (format negotiation, write deadlines, the request
+// limit), as kube-state-metrics does, and builds the HTTP server with the
+// timeouts that keep slow clients from holding it.
 package endpoints
 
 import (
@@ -16,7 +17,6 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 
@@ -41,11 +41,18 @@ type Options struct {
 	// MaxRequests limits concurrent /metrics requests (--web.max-requests);
 	// 0 means no limit.
 	MaxRequests int
-	Ready       func() bool
-	Reload      func() error
+	// CreatedLines adds _created lines to OpenMetrics answers
+	// (--web.openmetrics-created-lines).
+	CreatedLines bool
+	// Families are the self-metric families served (--metric-allowlist,
+	// --metric-denylist; Runs applies the same to its own); nil: all.
+	Families *collector.FamilyFilter
+	Ready    func() bool
+	Reload   func() error
 	// Probe returns what is known of a run for /probe, fetching it first
-	// when due; nil disables /probe.
-	Probe func(ctx context.Context, id string) runs.State
+	// when due; nil disables /probe. An error means the probe was refused
+	// (too many in flight, say): /probe answers 503 with it.
+	Probe func(ctx context.Context, id string) (runs.State, error)
 }
 
 // Handler returns every endpoint of the exporter.
@@ -57,7 +64,8 @@ func Handler(o Options) (http.Handler, error) {
 		return nil, fmt.Errorf("--web.telemetry-path: %q is taken by another endpoint", p)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(o.MetricsPath, metricsHandler(o))
+	mux.Handle(o.MetricsPath, newMetricsHandler(o))
+	warnUnmatchedFamilies(o)
 	if o.Probe != nil {
 		mux.Handle("/probe", probeHandler(o))
 	}
@@ -105,121 +113,29 @@ func Handler(o Options) (http.Handler, error) {
 	return mux, nil
 }
 
-// metricsHandler serves the run metrics store followed by the self-metrics.
-// The self-metrics go through promhttp, for its in-flight limit, its error
-// handling and promhttp_metric_handler_*; it is made to answer in the text
-// format, uncompressed, and its output is appended to the run metrics in
-// one body, compressed by the store when the client accepts gzip.
-//
-// Every scrape is answered in the Prometheus text format 0.0.4, whatever
-// the Accept header asks for: Prometheus 2 and 3 parse a response by its
-// Content-Type, the run metrics are rendered once in that format, and no
-// metric here needs what OpenMetrics or protobuf add (exemplars, native
-// histograms, created timestamps).
-func metricsHandler(o Options) http.Handler {
-	self := o.Self
-	if o.ExporterMetrics != nil {
-		self = prometheus.Gatherers{o.ExporterMetrics, o.Self}
-	}
-	opts := promhttp.HandlerOpts{
-		ErrorLog: errorLogger{o.Logger},
-		// One broken self-metric must not cost the whole scrape.
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: o.MaxRequests,
-		DisableCompression:  true,
-	}
-	if o.ExporterMetrics != nil {
-		opts.Registry = o.ExporterMetrics
-	}
-	inner := promhttp.HandlerFor(self, opts)
-	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gz := acceptsGzip(r)
-		r = r.Clone(r.Context())
-		r.Header.Set("Accept", "text/plain;version=0.0.4")
-		r.Header.Del("Accept-Encoding")
-		resp := &scrapeResponse{w: w, store: o.Runs, gzip: gz}
-		inner.ServeHTTP(resp, r)
-		if err := resp.finish(); err != nil {
-			level.Debug(o.Logger).Log("msg", "writing metrics to the client failed", "err", err)
-		}
-	})
-	if o.ExporterMetrics != nil {
-		h = promhttp.InstrumentMetricHandler(o.ExporterMetrics, h)
-	}
-	return h
-}
-
-// scrapeResponse puts the run metrics in front of what promhttp writes, in
-// the same body, when promhttp answers 200; any other answer (503 at the
-// in-flight limit, 500) passes through alone.
-type scrapeResponse struct {
-	w           http.ResponseWriter
-	store       *collector.MetricsStore
-	gzip        bool
-	wroteHeader bool
-	body        *collector.Exposition
-}
-
-func (s *scrapeResponse) Header() http.Header { return s.w.Header() }
-
-func (s *scrapeResponse) WriteHeader(code int) {
-	if s.wroteHeader {
+// warnUnmatchedFamilies warns about each entry of --metric-allowlist or
+// --metric-denylist that matches no family served: a typo, or a family of
+// another version. It is not an error, since families come and go across
+// versions. A labelled self-metric that has no series yet is not served
+// yet either, so it may be warned about too.
+func warnUnmatchedFamilies(o Options) {
+	if o.Families == nil {
 		return
 	}
-	s.wroteHeader = true
-	if code != http.StatusOK {
-		s.w.WriteHeader(code)
-		return
+	known := collector.FamilyNames()
+	gatherers := []prometheus.Gatherer{o.Self}
+	if o.ExporterMetrics != nil {
+		gatherers = append(gatherers, o.ExporterMetrics)
 	}
-	h := s.w.Header()
-	h.Del("Content-Length")
-	if s.gzip {
-		h.Set("Content-Encoding", "gzip")
-	}
-	h.Add("Vary", "Accept-Encoding")
-	s.w.WriteHeader(code)
-	s.body = collector.NewExposition(s.w, s.gzip)
-	s.body.WriteRuns(s.store)
-}
-
-func (s *scrapeResponse) Write(p []byte) (int, error) {
-	if !s.wroteHeader {
-		s.WriteHeader(http.StatusOK)
-	}
-	if s.body != nil {
-		return s.body.Write(p)
-	}
-	return s.w.Write(p)
-}
-
-// finish ends the body; with no self-metrics promhttp writes nothing, and
-// the run metrics are still served.
-func (s *scrapeResponse) finish() error {
-	if !s.wroteHeader {
-		s.WriteHeader(http.StatusOK)
-	}
-	if s.body == nil {
-		return nil
-	}
-	return s.body.Close()
-}
-
-// acceptsGzip reports whether the client takes gzip (Prometheus always
-// does), honouring "gzip;q=0" as a refusal.
-func acceptsGzip(r *http.Request) bool {
-	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
-		coding, params, _ := strings.Cut(part, ";")
-		if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
-			continue
+	for _, g := range gatherers {
+		mfs, _ := g.Gather() // what fails to gather is left out, as in a scrape
+		for _, mf := range mfs {
+			known = append(known, mf.GetName())
 		}
-		q, found := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
-		if !found {
-			return true
-		}
-		v, err := strconv.ParseFloat(q, 64)
-		return err == nil && v > 0
 	}
-	return false
+	for _, entry := range o.Families.Unmatched(known) {
+		level.Warn(o.Logger).Log("msg", "no metric family matches a family list entry; it is kept for families that appear later", "flag", o.Families.Flag(), "entry", entry)
+	}
 }
 
 // probeHandler answers GET /probe?run_id=<uuid> with the per-run metrics of
@@ -233,10 +149,17 @@ func probeHandler(o Options) http.Handler {
 			http.Error(w, "This endpoint requires a GET request.", http.StatusMethodNotAllowed)
 			return
 		}
-		id := r.URL.Query().Get("run_id")
+		ids := r.URL.Query()["run_id"]
+		var id string
+		if len(ids) > 0 {
+			id = ids[0]
+		}
 		switch {
 		case id == "":
 			http.Error(w, "run_id parameter is missing: /probe?run_id=<run UUID>", http.StatusBadRequest)
+			return
+		case len(ids) > 1:
+			http.Error(w, "run_id parameter is given more than once: /probe answers for one run", http.StatusBadRequest)
 			return
 		case !config.IsRunID(id):
 			http.Error(w, "run_id parameter is not a run UUID", http.StatusBadRequest)
@@ -244,7 +167,11 @@ func probeHandler(o Options) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout(r))
 		defer cancel()
-		st := o.Probe(ctx, strings.ToLower(id))
+		st, err := o.Probe(ctx, strings.ToLower(id))
+		if err != nil {
+			http.Error(w, "Probe refused: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		body := probeBodies.Get().(*[]byte)
 		defer probeBodies.Put(body)
 		*body = o.Runs.AppendRun((*body)[:0], &st)
@@ -270,13 +197,6 @@ func probeTimeout(r *http.Request) time.Duration {
 		return fallback
 	}
 	return max(time.Duration(secs*float64(time.Second))-offset, 100*time.Millisecond)
-}
-
-// errorLogger adapts go-kit logging to promhttp's error log.
-type errorLogger struct{ logger log.Logger }
-
-func (l errorLogger) Println(v ...any) {
-	level.Error(l.logger).Log("msg", "serving metrics failed", "err", fmt.Sprint(v...))
 }
 
 // ServerTimeouts bound how long a client may hold a connection, and with

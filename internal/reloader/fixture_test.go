@@ -27,7 +27,6 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/fetch"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/ledger"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/poller"
-	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/shard"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
@@ -90,10 +89,7 @@ func newFixtureWith(t *testing.T, n int, extra string, tune func(*Options), wrap
 	}
 	f.reloader = New(o)
 	handler, err := endpoints.Handler(endpoints.Options{Logger: logger, MetricsPath: "/metrics", Runs: store, Self: reg,
-		Ready: f.poller.Ready, Reload: f.reloader.Reload, Probe: func(ctx context.Context, id string) runs.State {
-			st, _ := f.poller.Probe(ctx, id)
-			return st
-		}})
+		Ready: f.poller.Ready, Reload: f.reloader.Reload, Probe: f.poller.Probe})
 	if err != nil {
 		t.Fatal(err)
 	}

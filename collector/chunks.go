@@ -3,10 +3,13 @@ package collector
 import (
 	"bytes"
 	"hash/fnv"
+	"io"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/s2"
 )
 
@@ -19,10 +22,14 @@ import (
 // it either before or after an update, never half of one.
 type chunk struct {
 	runs []*renderedRun
-	// blocks, in a sealed chunk, hold the lines of its runs family by
-	// family, compressed with S2; its runs then keep only their offsets
-	// and aggregate keys, not their lines (buf is nil).
-	blocks *[numRunFamilies][]byte
+	// sealed chunks hold the lines of their runs family by family,
+	// compressed, and their runs keep only their offsets and aggregate
+	// keys, not their lines (buf is nil). The lines are in blocks,
+	// compressed with S2, until a gzip scrape has made the chunk's gzip
+	// parts (cache[textGzip]); blocks then go, and the lines are read from
+	// those parts: a finished run's lines are kept once, not twice.
+	sealed bool
+	blocks atomic.Pointer[[numRunFamilies][]byte]
 	// cache holds the chunk's families in each encoding a scrape asked
 	// for, made on first use (Exposition).
 	cache [numEncodings]atomic.Pointer[[numRunFamilies]part]
@@ -53,7 +60,9 @@ func seal(runs []*renderedRun) *chunk {
 		light.buf = nil
 		sealed[i] = &light
 	}
-	return &chunk{runs: sealed, blocks: &blocks}
+	c := &chunk{runs: sealed, sealed: true}
+	c.blocks.Store(&blocks)
+	return c
 }
 
 // unseal returns the runs of a sealed chunk with their lines.
@@ -79,7 +88,11 @@ func (c *chunk) unseal() []*renderedRun {
 // decode returns the lines of family f of a sealed chunk, decoded into
 // scratch when it is large enough.
 func (c *chunk) decode(f int, scratch []byte) []byte {
-	block := c.blocks[f]
+	blocks := c.blocks.Load()
+	if blocks == nil {
+		return c.inflate(f, scratch)
+	}
+	block := blocks[f]
 	if len(block) == 0 {
 		return nil
 	}
@@ -97,9 +110,39 @@ func (c *chunk) decode(f int, scratch []byte) []byte {
 	return plain
 }
 
+// inflate returns the lines of family f of a sealed chunk from its gzip
+// part, decoded into scratch when it is large enough. Deflate decodes a
+// few times slower than S2: plain scrapes of finished runs pay that, so
+// that the gzip scrapes Prometheus makes keep the lines once.
+func (c *chunk) inflate(f int, scratch []byte) []byte {
+	p := c.cache[textGzip].Load()[f]
+	if p.size == 0 {
+		return nil
+	}
+	if uint64(cap(scratch)) < p.size {
+		scratch = make([]byte, p.size)
+	}
+	src := bytes.NewReader(p.data)
+	r := inflaters.Get().(io.ReadCloser)
+	defer inflaters.Put(r)
+	if err := r.(flate.Resetter).Reset(src, nil); err != nil {
+		panic("collector: resetting an inflater: " + err.Error())
+	}
+	// The part ends with a sync flush, not a final block: read exactly its
+	// size, which is known.
+	if _, err := io.ReadFull(r, scratch[:p.size]); err != nil {
+		panic("collector: a sealed chunk does not inflate: " + err.Error()) // made by deflate, in memory
+	}
+	return scratch[:p.size]
+}
+
+// inflaters are reused: a new one allocates tens of kilobytes, and a plain
+// scrape reads a part of every family of every sealed chunk.
+var inflaters = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
+
 // appendFamily appends the lines of family f of every run in the chunk.
 func (c *chunk) appendFamily(dst []byte, f int) []byte {
-	if c.blocks != nil {
+	if c.sealed {
 		return append(dst, c.decode(f, nil)...)
 	}
 	for _, rr := range c.runs {
@@ -204,7 +247,7 @@ type settledChunks struct {
 
 func (s *settledChunks) add(rr *renderedRun) {
 	last := len(s.chunks) - 1
-	if last < 0 || s.chunks[last].blocks != nil {
+	if last < 0 || s.chunks[last].sealed {
 		s.chunks = append(s.chunks, &chunk{})
 		last++
 	}
@@ -215,6 +258,18 @@ func (s *settledChunks) add(rr *renderedRun) {
 		s.chunks[last] = &chunk{runs: next}
 	}
 	s.where[rr.id] = last
+}
+
+// addSealed appends a full chunk of runs, sealed at once: what Reset does
+// with the runs it renders in bulk, without the copy per run that add
+// makes for the scrapes that may hold the last chunk. Only for a
+// settledChunks no scrape sees yet.
+func (s *settledChunks) addSealed(rrs []*renderedRun) {
+	c := seal(rrs)
+	for _, rr := range rrs {
+		s.where[rr.id] = len(s.chunks)
+	}
+	s.chunks = append(s.chunks, c)
 }
 
 func (s *settledChunks) remove(id string) *renderedRun {
@@ -251,7 +306,7 @@ func (s *settledChunks) removeMany(ids []string) []*renderedRun {
 		switch {
 		case len(gone) == len(c.runs):
 			s.chunks[i] = &chunk{}
-		case c.blocks == nil:
+		case !c.sealed:
 			kept = slices.DeleteFunc(slices.Clone(c.runs), func(r *renderedRun) bool { return gone[r.id] })
 			s.chunks[i] = &chunk{runs: kept}
 		default:

@@ -149,6 +149,9 @@ func (c *chunk) encoded(enc encoding) *[numRunFamilies]part {
 		parts[f] = p
 	}
 	c.cache[enc].CompareAndSwap(nil, &parts)
+	if enc == textGzip && c.sealed {
+		c.blocks.Store(nil) // the gzip parts hold the lines now (see chunk)
+	}
 	return c.cache[enc].Load()
 }
 
@@ -238,7 +241,7 @@ func (e *Exposition) writeTextFamily(chunks []*chunk, f int) {
 		case len(c.runs) == 0:
 		case e.opts.Gzip:
 			e.writePart(c.encoded(textGzip)[f])
-		case c.blocks != nil:
+		case c.sealed:
 			e.scratch = c.decode(f, e.scratch)
 			e.w.Write(e.scratch)
 		default:

@@ -42,9 +42,10 @@ type StateStore interface {
 	Put(st runs.State, c runs.Counts)
 	// Delete queues the removal of a run's record.
 	Delete(id string)
-	// Each calls fn with every stored state, in key order, until fn
-	// returns false.
-	Each(fn func(st runs.State) bool) error
+	// EachExcept calls fn with every stored state but those whose key
+	// (the lower-case run ID) skip reports, in key order, until fn returns
+	// false.
+	EachExcept(skip func(key string) bool, fn func(st runs.State) bool) error
 }
 
 // Counter receives what was counted; the run metrics store implements it.
@@ -264,10 +265,8 @@ func (l *Ledger) Sweep(now time.Time, inMemory func(id string) bool) (deleted in
 		return 0, nil
 	}
 	var out []runs.State
-	err = l.store.Each(func(st runs.State) bool {
-		if !inMemory(st.ID) {
-			out = append(out, runs.State{ID: st.ID, Verdict: st.Verdict, Run: st.Run, FinishedSeen: st.FinishedSeen, LastSuccess: st.LastSuccess})
-		}
+	err = l.store.EachExcept(inMemory, func(st runs.State) bool {
+		out = append(out, runs.State{ID: st.ID, Verdict: st.Verdict, Run: st.Run, FinishedSeen: st.FinishedSeen, LastSuccess: st.LastSuccess})
 		return true
 	})
 	for _, st := range out {

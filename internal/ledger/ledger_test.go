@@ -50,10 +50,12 @@ func (s *store) Put(st runs.State, c runs.Counts) {
 
 func (s *store) Delete(id string) { delete(s.states, id) }
 
-func (s *store) Each(fn func(runs.State) bool) error {
+func (s *store) EachExcept(skip func(string) bool, fn func(runs.State) bool) error {
 	ids := make([]string, 0, len(s.states))
 	for id := range s.states {
-		ids = append(ids, id)
+		if skip == nil || !skip(id) {
+			ids = append(ids, id)
+		}
 	}
 	sort.Strings(ids)
 	for _, id := range ids {

@@ -134,24 +134,27 @@ func New(o Options) *Poller {
 // stay is kept: a finished run is not fetched again after a reload.
 func (p *Poller) Apply(f fetch.Fetcher, s Settings) {
 	p.mu.Lock()
-	first := !p.applied
-	if first || s.ProgressMax != p.settings.ProgressMax {
-		// The ratio of every run changes with api.progress_max.
-		var states []*runs.State
-		for _, e := range p.entries {
-			if e.tracked && !e.state.Retired {
-				states = append(states, &e.state)
-			}
-		}
-		p.out.Reset(s.ProgressMax, states)
-	}
+	// At the start, or when api.progress_max changes (the ratio of every
+	// run changes with it), every run is rendered anew in one go: the run
+	// metrics store builds its chunks aside, finished runs straight into
+	// sealed ones, instead of taking them one by one.
+	renderAll := !p.applied || s.ProgressMax != p.settings.ProgressMax
 	if p.applied && f != p.client {
 		p.reloaded = true
 	}
 	p.settings, p.applied, p.client = s, true, f
 	p.ledger.SetWindow(s.CountWindow)
 	p.gate.Configure(f, s.Concurrency, s.MaxRequestsPerSecond)
-	p.track(s.IDs)
+	p.track(s.IDs, !renderAll)
+	if renderAll {
+		states := make([]*runs.State, 0, len(s.IDs))
+		for _, id := range s.IDs {
+			if e := p.entries[id]; e != nil && !e.state.Retired {
+				states = append(states, &e.state)
+			}
+		}
+		p.out.Reset(s.ProgressMax, states)
+	}
 	p.evictProbed()
 	p.metrics.trackedRuns.Set(float64(len(s.IDs)))
 	p.mu.Unlock()

@@ -237,11 +237,13 @@ func (j *journal) Delete(id string) {
 	delete(j.states, id)
 }
 
-func (j *journal) Each(fn func(runs.State) bool) error {
+func (j *journal) EachExcept(skip func(string) bool, fn func(runs.State) bool) error {
 	j.mu.Lock()
 	states := make([]runs.State, 0, len(j.states))
-	for _, st := range j.states {
-		states = append(states, st)
+	for id, st := range j.states {
+		if skip == nil || !skip(id) {
+			states = append(states, st)
+		}
 	}
 	j.mu.Unlock()
 	for _, st := range states {

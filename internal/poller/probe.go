@@ -37,14 +37,14 @@ func (p *Poller) Probe(ctx context.Context, id string) (runs.State, error) {
 		}
 	}
 	if e != nil {
-		e.probed = now
+		e.probed = stampOf(now)
 		if e.inProbeOnly != nil {
 			p.probeOnly.MoveToBack(e.inProbeOnly)
 		}
 	}
 	c := p.calls[id]
 	if c == nil {
-		fresh := e != nil && !e.lastFetch.IsZero() && now.Sub(e.lastFetch) < p.settings.Interval
+		fresh := e != nil && e.lastFetch.within(now, p.settings.Interval)
 		if !p.applied || e != nil && (e.state.Finished() || e.state.Retired || fresh) {
 			st := runs.State{ID: id}
 			if e != nil {
@@ -59,7 +59,7 @@ func (p *Poller) Probe(ctx context.Context, id string) (runs.State, error) {
 			// Counted from the start: a fetch cut short by the probe's
 			// deadline still waits an interval before the next, so an API
 			// slower than the scrape timeout is not asked on every scrape.
-			e.lastFetch, e.byProbe = now, true
+			e.lastFetch, e.byProbe = stampOf(now), true
 		}
 		p.mu.Unlock()
 		c.state, c.err = p.probeFetch(ctx, id)

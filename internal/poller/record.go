@@ -48,7 +48,7 @@ func (p *Poller) record(id string, res fetch.Result, probe bool) runs.State {
 		return runs.State{ID: id} // taken off the list while it was fetched
 	case e == nil:
 		e = p.newEntry(id, runs.State{})
-		e.probed, e.lastFetch, e.byProbe = now, now, true
+		e.probed, e.lastFetch, e.byProbe = stampOf(now), stampOf(now), true
 		e.inProbeOnly = p.probeOnly.PushBack(id)
 		defer p.evictProbed()
 	}

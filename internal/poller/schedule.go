@@ -150,6 +150,11 @@ func (p *Poller) takeDue(onlyNew bool) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
+	if len(p.calls) == 0 {
+		// A map keeps the room it once needed: the first cycle's calls for
+		// every run would otherwise stay allocated for good.
+		p.calls = map[string]*call{}
+	}
 	var ids []string
 	for _, id := range p.settings.IDs {
 		e := p.entries[id]
@@ -159,7 +164,7 @@ func (p *Poller) takeDue(onlyNew bool) []string {
 		if onlyNew && e.attempted {
 			continue
 		}
-		if e.byProbe && now.Sub(e.lastFetch) < p.settings.Interval {
+		if e.byProbe && e.lastFetch.within(now, p.settings.Interval) {
 			continue // a probe fetched it within the interval
 		}
 		p.calls[id] = &call{done: make(chan struct{})}
@@ -191,7 +196,7 @@ func (p *Poller) attempt(ctx context.Context, turn *fetch.Turn, id string, n int
 	defer p.attempts.Done()
 	p.mu.Lock()
 	if e := p.entries[id]; e != nil {
-		e.lastFetch, e.byProbe = p.now(), false
+		e.lastFetch, e.byProbe = stampOf(p.now()), false
 	}
 	p.mu.Unlock()
 	res := turn.Do(ctx, id)

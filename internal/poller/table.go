@@ -38,18 +38,29 @@ type entry struct {
 	tracked bool // listed, in this shard
 	// probed is when /probe last asked for the run; inProbeOnly its place
 	// in table.probeOnly while it is not tracked.
-	probed      time.Time
+	probed      stamp
 	inProbeOnly *list.Element
-	attempted   bool // fetched at least once by this process, or restored finished
 	// lastFetch is when the last attempt started, and byProbe whether a
 	// probe made it: a run fetched by a probe is not due for a poll cycle
 	// (nor for another probe) within the poll interval.
-	lastFetch time.Time
+	lastFetch stamp
+	attempted bool // fetched at least once by this process, or restored finished
 	byProbe   bool
 	// failReason is the reason of the current run of failed fetches, to
 	// warn once when it starts or changes rather than on every cycle.
 	failReason api.Reason
 	problems   string // drift last logged, to log it when it changes
+}
+
+// stamp is a moment as Unix nanoseconds, 0 for never: a third of a
+// time.Time, in an entry kept for every run.
+type stamp int64
+
+func stampOf(t time.Time) stamp { return stamp(t.UnixNano()) }
+
+// within reports whether the stamp is set and less than d before now.
+func (s stamp) within(now time.Time, d time.Duration) bool {
+	return s != 0 && now.UnixNano()-int64(s) < int64(d)
 }
 
 // call is a fetch under way: its attempts, retries included. Whoever wants
@@ -63,8 +74,10 @@ type call struct {
 	err   error
 }
 
-// track makes ids the tracked runs. Called with p.mu held.
-func (p *Poller) track(ids []string) {
+// track makes ids the tracked runs; publish hands the runs coming in to
+// the run metrics store one by one (the caller renders them all at once
+// otherwise). Called with p.mu held.
+func (p *Poller) track(ids []string, publish bool) {
 	now := p.now()
 	keep := make(map[string]struct{}, len(ids))
 	var fresh []string
@@ -98,7 +111,9 @@ func (p *Poller) track(ids []string) {
 		if !e.attempted {
 			p.pending++
 		}
-		p.out.Update(&e.state)
+		if publish {
+			p.out.Update(&e.state)
+		}
 	}
 	var gone []string
 	for id, e := range p.entries {
@@ -110,7 +125,7 @@ func (p *Poller) track(ids []string) {
 			p.pending--
 		}
 		gone = append(gone, id)
-		if !e.probed.IsZero() && now.Sub(e.probed) < p.probeIdle {
+		if e.probed.within(now, p.probeIdle) {
 			e.inProbeOnly = p.probeOnly.PushBack(id) // probed lately: stays as probe-only
 			continue
 		}
@@ -154,7 +169,7 @@ func (p *Poller) evictProbed() {
 	for front := p.probeOnly.Front(); front != nil; front = p.probeOnly.Front() {
 		id := front.Value.(string)
 		e := p.entries[id]
-		if p.probeOnly.Len() <= p.settings.ProbeMaxRuns && now.Sub(e.probed) < p.probeIdle {
+		if p.probeOnly.Len() <= p.settings.ProbeMaxRuns && e.probed.within(now, p.probeIdle) {
 			break
 		}
 		p.drop(id, e, now)

@@ -572,12 +572,22 @@ func (s *Store) readError(err error) error {
 // false. Each record is read through its checksum: a damaged one is an
 // error naming it.
 func (s *Store) Each(fn func(st runs.State) bool) error {
+	return s.EachExcept(nil, fn)
+}
+
+// EachExcept is Each without the runs whose key (the run ID in lower case)
+// skip reports: those are neither decoded nor checked, so a sweep over a
+// store whose runs are all in memory costs a walk over its keys.
+func (s *Store) EachExcept(skip func(key string) bool, fn func(st runs.State) bool) error {
 	errStop := errors.New("stop")
 	err := guard(func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketRuns).ForEach(func(k, v []byte) error {
 				if v == nil {
 					return damaged("run %q is a bucket", k)
+				}
+				if skip != nil && skip(string(k)) {
+					return nil
 				}
 				st, err := decodeState(string(k), v)
 				if err != nil {

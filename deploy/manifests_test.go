@@ -1329,7 +1329,7 @@ func TestHelmMemorySizing(t *testing.T) {
 		})
 	}
 	// The measured RSS (README "Performance") fits under the request.
-	for runs, measuredMiB := range map[int]float64{10000: 54, 100000: 355} {
+	for runs, measuredMiB := range map[int]float64{10000: 38, 100000: 199} {
 		req, _ := sized(runs)
 		if q := resource.MustParse(req); q.Value() < int64(measuredMiB*(1<<20)) {
 			t.Errorf("at %d runs the request %s is below the measured %v MiB", runs, req, measuredMiB)

@@ -89,14 +89,16 @@ render them anyway. Called with (list . "monitoring.coreos.com/v1").
 
 {{/*
 Memory sizing: the one place its figures live. Measured (README
-"Performance"): RSS after 10 scrapes with every run finished, 54 MiB at
-10,000 runs and 355 MiB at 100,000, that is about 3.4 KiB per run above
-about 21 MiB. The request is that for sizing.runsPerShard runs, rounded
-up; the limit leaves room for what the measurement did not hold (a
-reload, a burst of probes, the garbage collector's slack).
+"Performance"): RSS after 10 scrapes with every run finished, 38 MiB at
+10,000 runs and about 195 MiB at 100,000, that is about 1.8 KiB per run
+above about 21 MiB; 2.5 KiB per run leaves room for runs still unfinished,
+whose lines are not compressed yet. The request is that for
+sizing.runsPerShard runs, rounded up; the limit leaves room for what the
+measurement did not hold (a start loading the state store, a reload, a
+burst of probes, the garbage collector's slack).
 */}}
 {{- define "wre.memory.baseMiB" -}}21{{- end -}}
-{{- define "wre.memory.perRunKiB" -}}3.5{{- end -}}
+{{- define "wre.memory.perRunKiB" -}}2.5{{- end -}}
 {{- define "wre.memory.limitFactor" -}}1.5{{- end -}}
 
 {{- define "wre.memoryRequestMiB" -}}

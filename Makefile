@@ -66,6 +66,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzExposition$$' -fuzztime $(FUZZTIME) ./collector
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeState$$' -fuzztime $(FUZZTIME) ./internal/statestore
+	$(GO) test -run '^$$' -fuzz '^FuzzStateRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/statestore
 
 lint:
 	$(GO) vet ./...

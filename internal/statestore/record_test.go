@@ -27,9 +27,10 @@ func FuzzDecodeState(f *testing.F) {
 
 // Any state comes back as it was stored (instants in UTC).
 func FuzzStateRoundTrip(f *testing.F) {
-	f.Add("3c90c3cc-0d44-4b50-8888-8dd25736052a", "name \"q\"\n\xff", "running", int64(1700000000), uint32(123), 42.5, uint16(0xffff))
-	f.Add("ABC", "", "", int64(-62135596800), uint32(0), math.NaN(), uint16(0))
-	f.Fuzz(func(t *testing.T, id, name, status string, sec int64, nsec uint32, progress float64, bits uint16) {
+	f.Add("3c90c3cc-0d44-4b50-8888-8dd25736052a", "name \"q\"\n\xff", "running", int64(1700000000), uint32(123), 42.5, uint32(0xffff))
+	f.Add("ABC", "", "", int64(-62135596800), uint32(0), math.NaN(), uint32(0))
+	f.Add("q", "n", "queued", int64(1700000000), uint32(1), 1.0, uint32(0x1f0ff))
+	f.Fuzz(func(t *testing.T, id, name, status string, sec int64, nsec uint32, progress float64, bits uint32) {
 		sec %= 1 << 40 // within time.Time's range with room to spare
 		tm := time.Unix(sec, int64(nsec%1e9)).UTC()
 		on := func(i int) bool { return bits&(1<<i) != 0 }
@@ -42,6 +43,10 @@ func FuzzStateRoundTrip(f *testing.F) {
 		st := runs.State{
 			ID: id, FetchOK: on(0), Verdict: verdictOf(on(1)), Retired: on(2), FailReason: name,
 			LastSuccess: at(3), NotFoundSince: at(4), StatusSince: at(5), ProgressUpdated: at(6), FinishedSeen: at(7),
+			QueuedSeen: at(12), LeftQueue: at(13), SeenUnfinished: on(14),
+		}
+		if on(15) {
+			st.Verdict = runs.NotCounted
 		}
 		if on(8) {
 			st.Run = &runs.Run{

@@ -281,3 +281,42 @@ func fillUpTo(t *testing.T, path string, size int64) {
 		written += n
 	}
 }
+
+// TestEndToEndLateIDsFileKeepsTheStore: at a restart whose runs.ids_file is
+// not there yet (a sidecar writes it later), the state store keeps the
+// records of the runs it listed: once the file appears, runs seen
+// unfinished before the restart that finished meanwhile are counted, once.
+// Sweeping the store before the file was read would have forgotten them.
+func TestEndToEndLateIDsFileKeepsTheStore(t *testing.T) {
+	t0 := time.Now().UTC().Add(-6 * time.Hour)
+	list := simapi.SampleRuns(20, 19, t0)
+	for i := range list {
+		r := &list[i]
+		r.CreatedAt, r.Queued, r.Running = t0.Add(-time.Minute), 0, time.Hour
+	}
+	env := newE2EEnvOf(t, list)
+	env.clock.Store(t0.UnixNano())
+	store := "--storage.path=" + filepath.Join(env.dir, "state")
+	p := startExporter(t, env.config(), store)
+	p.waitReady()
+	p.waitCycles(2)
+	p.stop()
+
+	ids, err := os.ReadFile(filepath.Join(env.dir, "ids.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(env.dir, "ids.txt"))
+	env.clock.Store(t0.Add(2 * time.Hour).UnixNano()) // every run finished meanwhile
+	again := startExporter(t, env.config(), store)
+	again.waitReady()
+	time.Sleep(2 * time.Second) // a sweep, were it not waiting for the file, would be done by now
+	env.write("ids.txt", string(ids))
+	waitFor(t, "the 20 runs that finished while the exporter was down counted", func() bool {
+		return sumOf(again.scrape(), "workflow_runs_finished_total") == 20
+	})
+	again.waitCycles(2)
+	if got := sumOf(again.scrape(), "workflow_runs_finished_total"); got != 20 {
+		t.Errorf("%v counted, want 20", got)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -166,15 +167,12 @@ func run() int {
 		return 1 // Reload logged the error, naming the field.
 	}
 	if store != nil {
-		// What earlier processes left of runs no longer tracked goes now,
-		// but what counting still needs; every record is read (and checked)
-		// once.
-		deleted, err := led.Sweep(time.Now(), p.Known)
-		if err != nil {
+		// A damaged record of a tracked run, read as the runs were loaded,
+		// is a damaged store: the start stops, naming it.
+		if err := led.Err(); err != nil {
 			store.Close()
 			return fail("reading the state store failed", err)
 		}
-		level.Info(logger).Log("msg", "state store swept", "deleted_runs", deleted, "kept_dropped_runs", led.Kept())
 	}
 	if os.Getenv("GOGC") == "" {
 		// Most of the heap is run data that lives as long as the run is
@@ -207,6 +205,7 @@ func run() int {
 	background.Go(func() { reload.Run(ctx) })
 	if store != nil {
 		background.Go(func() { store.Run(ctx) })
+		background.Go(func() { sweep(ctx, logger, led, p, reload) })
 		background.Go(func() {
 			// The whole-file check runs after the start, not before it:
 			// start-up follows the runs tracked, not the file's size.
@@ -281,4 +280,26 @@ func checkConfig(load func() (*config.Config, error), assignment shard.Assignmen
 	}
 	fmt.Printf("configuration is valid: %d runs (%d in this shard), API %s\n", plan.Configured, len(plan.IDs), plan.Config.API.URL)
 	return 0
+}
+
+// sweep deletes, once the run list is known, what earlier processes left
+// in the state store of runs no longer tracked, but what counting still
+// needs (ledger.Sweep). It waits for a late or emptied runs.ids_file to
+// be read (10 minutes at most): sweeping before would drop the records of
+// runs about to be listed again.
+func sweep(ctx context.Context, logger log.Logger, led *ledger.Ledger, p *poller.Poller, reload *reloader.Reloader) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for !reload.RunListKnown() && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	deleted, err := led.Sweep(time.Now(), p.ProbeIdle(), p.Known, p.KnownIDs())
+	if err != nil {
+		level.Error(logger).Log("msg", "the state store is damaged", "err", err)
+		return
+	}
+	level.Info(logger).Log("msg", "state store swept", "deleted_runs", deleted, "kept_dropped_runs", led.Kept())
 }

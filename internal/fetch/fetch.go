@@ -69,6 +69,10 @@ type Result struct {
 	Run      *runs.Run
 	Warnings []string
 	Err      error
+	// Sent reports that the request went to the API (it may still have
+	// been cut short): false when the turn ended waiting for a token or
+	// the end of a pause.
+	Sent bool
 }
 
 // Gate hands out turns to make one request each. Safe for concurrent use.
@@ -223,7 +227,7 @@ func (t *Turn) Do(ctx context.Context, id string) Result {
 	if errors.As(err, &apiErr) && apiErr.RetryAfter > 0 {
 		g.pause(apiErr.RetryAfter, apiErr.Reason)
 	}
-	return Result{Run: run, Warnings: warnings, Err: err}
+	return Result{Run: run, Warnings: warnings, Err: err, Sent: true}
 }
 
 // Waiting reports how many requests of class wait for a slot (for tests

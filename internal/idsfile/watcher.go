@@ -77,6 +77,14 @@ func New(o Options, first *Contents) *Watcher {
 	return w
 }
 
+// Known reports whether the list in force is what the file says: it was
+// read, lists runs, and no change or emptying waits to be confirmed. Until
+// then the runs it lists may not all be tracked yet (a sidecar that writes
+// it late, a writer that truncates first).
+func (w *Watcher) Known() bool {
+	return w.last != nil && len(w.current) > 0 && !w.hasPending && w.emptySince.IsZero()
+}
+
 // Path returns the path of the file watched.
 func (w *Watcher) Path() string { return w.o.Path }
 

@@ -286,3 +286,29 @@ workflow_runs_exporter_ids_file_read_successful 1
 		t.Errorf("%d series once no ids_file is configured, want none", n)
 	}
 }
+
+// TestWatcherKnown: the run list is known once the file was read and lists
+// runs, with no change or emptying waiting to be confirmed: what the
+// start-up sweep of the state store waits for.
+func TestWatcherKnown(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ids")
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	w := New(Options{Logger: log.NewNopLogger(), Path: path, Metrics: NewMetrics(prometheus.NewRegistry())}, Load(path, nil))
+	if w.Known() {
+		t.Fatal("known before the file exists")
+	}
+	os.WriteFile(path, []byte(a+"\n"), 0o600)
+	w.Check(now)
+	if w.Known() {
+		t.Error("known on the first read of a change, before a second confirms it")
+	}
+	w.Check(now.Add(5 * time.Second))
+	if !w.Known() {
+		t.Error("not known once the file's list is in force")
+	}
+	os.WriteFile(path, nil, 0o600)
+	w.Check(now.Add(10 * time.Second))
+	if w.Known() {
+		t.Error("known while the file was just emptied")
+	}
+}

@@ -77,11 +77,31 @@ type Ledger struct {
 
 	mu     sync.Mutex
 	window time.Duration
-	// kept are the runs out of memory whose record must stay until the
-	// given time: counted, and finished less than the window ago. With a
-	// store the record is there; without one, this map is the record (a
-	// counted run), about 80 bytes each.
-	kept map[string]time.Time
+	// kept are the runs out of memory whose record must stay: counted, and
+	// finished less than the window ago, or (after the start-up sweep)
+	// fetched lately. With a store the record is there; without one, this
+	// map is the record, about 100 bytes a run.
+	kept map[string]keptRun
+	// err is the first error reading the store, for the start to report.
+	err error
+}
+
+// keptRun is what the ledger keeps in memory of a run out of memory.
+type keptRun struct {
+	// finished is when a counted run finished: its record goes once that
+	// is count_window ago (the window in force then, so a window made
+	// longer before that keeps it longer). Zero for a run not counted.
+	finished time.Time
+	// until keeps the record at least this long.
+	until time.Time
+}
+
+// expiry is when the record of k may go. Called with l.mu held.
+func (l *Ledger) expiry(k keptRun) time.Time {
+	if k.finished.IsZero() || k.until.After(k.finished.Add(l.window)) {
+		return k.until
+	}
+	return k.finished.Add(l.window)
 }
 
 // New returns a ledger.
@@ -92,7 +112,7 @@ func New(o Options) *Ledger {
 	if o.Owns == nil {
 		o.Owns = func(string) bool { return true }
 	}
-	return &Ledger{logger: o.Logger, owns: o.Owns, store: o.Store, counter: o.Counter, window: o.Window, kept: map[string]time.Time{}}
+	return &Ledger{logger: o.Logger, owns: o.Owns, store: o.Store, counter: o.Counter, window: o.Window, kept: map[string]keptRun{}}
 }
 
 // SetWindow changes runs.count_window (on reload). Runs already decided
@@ -114,6 +134,11 @@ func (l *Ledger) Load(ids []string, now time.Time) map[string]runs.State {
 		stored, err := l.store.GetMany(ids)
 		if err != nil {
 			level.Warn(l.logger).Log("msg", "reading run states from the state store failed; fetching them again", "runs", len(ids), "err", err)
+			l.mu.Lock()
+			if l.err == nil {
+				l.err = err
+			}
+			l.mu.Unlock()
 		}
 		for id, st := range stored {
 			out[id] = st
@@ -121,10 +146,13 @@ func (l *Ledger) Load(ids []string, now time.Time) map[string]runs.State {
 	}
 	l.mu.Lock()
 	for _, id := range ids {
-		if _, ok := l.kept[id]; ok {
+		if k, ok := l.kept[id]; ok {
 			delete(l.kept, id) // in memory again: the entry is the record
-			if l.store == nil {
-				out[id] = runs.State{ID: id, Verdict: runs.Counted}
+			if l.store == nil && !k.finished.IsZero() {
+				// All a memory-backed ledger knows: counted, and when it
+				// finished, which Drop needs if it goes again before it
+				// is fetched.
+				out[id] = runs.State{ID: id, Verdict: runs.Counted, FinishedSeen: k.finished}
 			}
 		}
 	}
@@ -202,10 +230,30 @@ func (l *Ledger) verdict(st *runs.State, now time.Time) runs.Verdict {
 // the run then decides the same way from the API's answer.
 // It reports whether the record stays.
 func (l *Ledger) Drop(st runs.State, now time.Time) (kept bool) {
+	return l.drop(st, now, time.Time{})
+}
+
+// drop is Drop keeping the record at least until until. Called without
+// l.mu held.
+func (l *Ledger) drop(st runs.State, now, until time.Time) (kept bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if until, keep := l.keepUntil(st); keep && now.Before(until) {
-		l.kept[st.ID] = until
+	k := keptRun{until: until}
+	if st.Verdict == runs.Counted {
+		k.finished = st.FinishTime()
+		if k.finished.IsZero() {
+			// Counted and not finished: a run restored from this map that
+			// goes again before it is fetched (FinishedSeen is then its
+			// finish time), or a record that says so. Kept for a window
+			// from now rather than risk counting it twice.
+			k.finished = st.FinishedSeen
+			if k.finished.IsZero() {
+				k.finished = now
+			}
+		}
+	}
+	if now.Before(l.expiry(k)) {
+		l.kept[st.ID] = k
 		return true
 	}
 	if l.store != nil {
@@ -214,19 +262,12 @@ func (l *Ledger) Drop(st runs.State, now time.Time) (kept bool) {
 	return false
 }
 
-// keepUntil says how long the record of a dropped run must stay. Called
-// with l.mu held.
-func (l *Ledger) keepUntil(st runs.State) (time.Time, bool) {
-	if st.Verdict != runs.Counted {
-		return time.Time{}, false
-	}
-	fin := st.FinishTime()
-	if fin.IsZero() {
-		// Counted but not finished cannot happen; a record that says so
-		// is kept rather than risk counting the run twice, for one window.
-		fin = st.LastSuccess
-	}
-	return fin.Add(l.window), true
+// Err returns the first error met reading the state store, if any: at a
+// start, a damaged record of a tracked run is a damaged store.
+func (l *Ledger) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 // Prune forgets the records of dropped runs that can no longer be counted
@@ -235,8 +276,8 @@ func (l *Ledger) keepUntil(st runs.State) (time.Time, bool) {
 func (l *Ledger) Prune(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for id, until := range l.kept {
-		if !now.Before(until) {
+	for id, k := range l.kept {
+		if !now.Before(l.expiry(k)) {
 			delete(l.kept, id)
 			if l.store != nil {
 				l.store.Delete(id)
@@ -253,24 +294,36 @@ func (l *Ledger) Kept() int {
 }
 
 // Sweep goes once over the state store at start: the record of each run
-// that is not in memory (neither listed nor probed since the start) is kept
-// or deleted by the rule of Drop. So the store holds the runs being tracked
-// plus what counting needs, whatever earlier processes left, and the next
-// start reads no more than that. (A probe-only run therefore loses its
-// state at a restart unless it was counted within the window: its next
-// probe fetches it again, and the ledger decides the same way.) It returns
+// that is not in memory is kept or deleted by the rule of Drop, and kept
+// at least until recent after its last good fetch: a probe-only run probed
+// before the restart keeps what counting needs of it (seen unfinished, say)
+// for as long as it would have stayed in memory. So the store holds the
+// runs being tracked plus what counting needs, whatever earlier processes
+// left, and the next start reads no more than that. The caller sweeps only
+// once the run list is known (a late ids_file is read first). It returns
 // how many records it deleted.
-func (l *Ledger) Sweep(now time.Time, inMemory func(id string) bool) (deleted int, err error) {
+func (l *Ledger) Sweep(now time.Time, recent time.Duration, known func(id string) bool, knownNow map[string]struct{}) (deleted int, err error) {
 	if l.store == nil {
 		return 0, nil
 	}
+	// knownNow, a copy of the runs in memory, decides inside the read
+	// transaction which records to decode; known, which takes the poller's
+	// lock, is asked only outside it (a run may have come into memory
+	// meanwhile), never while the transaction holds the store's map.
 	var out []runs.State
-	err = l.store.EachExcept(inMemory, func(st runs.State) bool {
+	err = l.store.EachExcept(func(id string) bool { _, ok := knownNow[id]; return ok }, func(st runs.State) bool {
 		out = append(out, runs.State{ID: st.ID, Verdict: st.Verdict, Run: st.Run, FinishedSeen: st.FinishedSeen, LastSuccess: st.LastSuccess})
 		return true
 	})
 	for _, st := range out {
-		if !l.Drop(st, now) {
+		if known(st.ID) {
+			continue
+		}
+		var until time.Time
+		if !st.LastSuccess.IsZero() {
+			until = st.LastSuccess.Add(recent)
+		}
+		if !l.drop(st, now, until) {
 			deleted++
 		}
 	}

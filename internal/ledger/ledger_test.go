@@ -285,7 +285,8 @@ func TestSweep(t *testing.T) {
 	put("gone-old", runs.StatusCompleted, t0.Add(-2*time.Hour), runs.Counted)
 	put("gone-not-counted", runs.StatusCompleted, t0.Add(-time.Minute), runs.NotCounted)
 	put("gone-recent", runs.StatusCompleted, t0.Add(-time.Minute), runs.Counted)
-	deleted, err := l.Sweep(t0, func(id string) bool { return id == "tracked" })
+	known := func(id string) bool { return id == "tracked" }
+	deleted, err := l.Sweep(t0, time.Hour, known, map[string]struct{}{"tracked": {}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,7 +114,7 @@ func (c *churn) start() time.Duration {
 	c.p = New(Options{Logger: log.NewNopLogger(), Registerer: prometheus.NewRegistry(), MetricsStore: c.metrics, Ledger: c.led, Now: c.clock.now})
 	if c.s.IDs != nil {
 		c.p.Apply(c.api, c.s)
-		if _, err := c.led.Sweep(c.clock.now(), c.p.Known); err != nil {
+		if _, err := c.led.Sweep(c.clock.now(), c.p.ProbeIdle(), c.p.Known, c.p.KnownIDs()); err != nil {
 			c.tb.Fatal(err)
 		}
 	}

@@ -93,9 +93,11 @@ type Poller struct {
 	// after the last, to show the new configuration's effect.
 	reloaded bool
 	table
-	// retries are the runs whose next attempt waits for a turn.
-	retries []retry
-	retryAt chan struct{} // capacity 1: a retry was queued
+	// retries are the runs whose next attempt waits for a turn;
+	// retriesStopped once runRetries has returned.
+	retries        []retry
+	retriesStopped bool
+	retryAt        chan struct{} // capacity 1: a retry was queued
 }
 
 // New returns a poller; call Apply before Run.
@@ -172,6 +174,21 @@ func (p *Poller) Known(id string) bool {
 	_, ok := p.entries[id]
 	return ok
 }
+
+// KnownIDs returns a copy of the IDs of the runs in memory.
+func (p *Poller) KnownIDs() map[string]struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]struct{}, len(p.entries))
+	for id := range p.entries {
+		out[id] = struct{}{}
+	}
+	return out
+}
+
+// ProbeIdle is how long a probe-only run stays in memory after its last
+// probe.
+func (p *Poller) ProbeIdle() time.Duration { return p.probeIdle }
 
 // Ready reports whether every tracked run has been attempted once (or was
 // restored finished from the state store).

@@ -32,6 +32,7 @@ func (p *Poller) Probe(ctx context.Context, id string) (runs.State, error) {
 		// window, say): in memory again, probe-only.
 		if st, ok := p.ledger.Load([]string{id}, now)[id]; ok {
 			e = p.newEntry(id, st)
+			e.probed = stampOf(now)
 			e.inProbeOnly = p.probeOnly.PushBack(id)
 			p.evictProbed()
 		}
@@ -55,12 +56,6 @@ func (p *Poller) Probe(ctx context.Context, id string) (runs.State, error) {
 		}
 		c = &call{done: make(chan struct{}), probe: true}
 		p.calls[id] = c
-		if e != nil {
-			// Counted from the start: a fetch cut short by the probe's
-			// deadline still waits an interval before the next, so an API
-			// slower than the scrape timeout is not asked on every scrape.
-			e.lastFetch, e.byProbe = stampOf(now), true
-		}
 		p.mu.Unlock()
 		c.state, c.err = p.probeFetch(ctx, id)
 		p.mu.Lock()
@@ -81,6 +76,10 @@ func (p *Poller) Probe(ctx context.Context, id string) (runs.State, error) {
 	}
 	select {
 	case <-c.done:
+		if c.state.ID == "" {
+			// A poll cycle's fetch, of a run taken off the list meanwhile.
+			return runs.State{ID: id}, nil
+		}
 		return c.state, c.err
 	default:
 		return runs.State{ID: id}, nil // gave up waiting at its deadline
@@ -101,5 +100,18 @@ func (p *Poller) probeFetch(ctx context.Context, id string) (runs.State, error) 
 		}
 		return runs.State{ID: id}, nil // its deadline: fetch_success 0
 	}
-	return p.record(id, turn.Do(ctx, id), true), nil
+	res := turn.Do(ctx, id)
+	if res.Sent {
+		// Counted once the request went, answered or not: a fetch cut
+		// short by the probe's deadline still waits an interval before
+		// the next, so an API slower than the scrape timeout is not asked
+		// on every scrape. A probe whose request never went leaves the
+		// run due for the poll cycle.
+		p.mu.Lock()
+		if e := p.entries[id]; e != nil {
+			e.lastFetch, e.byProbe = stampOf(p.now()), true
+		}
+		p.mu.Unlock()
+	}
+	return p.record(id, res, true), nil
 }

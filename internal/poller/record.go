@@ -47,7 +47,9 @@ func (p *Poller) record(id string, res fetch.Result, probe bool) runs.State {
 	case e == nil && !probe:
 		return runs.State{ID: id} // taken off the list while it was fetched
 	case e == nil:
-		e = p.newEntry(id, runs.State{})
+		// What the ledger keeps of it (counted, and finished within the
+		// window, say: let go from memory while this probe fetched it).
+		e = p.newEntry(id, p.ledger.Load([]string{id}, now)[id])
 		e.probed, e.lastFetch, e.byProbe = stampOf(now), stampOf(now), true
 		e.inProbeOnly = p.probeOnly.PushBack(id)
 		defer p.evictProbed()

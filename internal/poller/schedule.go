@@ -96,7 +96,15 @@ func (p *Poller) waitInterval(ctx context.Context, start time.Time) bool {
 			if reloaded {
 				return true
 			}
-			p.feed(ctx, nil, p.takeDue(true))
+			// The runs added are fed beside the schedule, not in its way:
+			// a large ids_file change at a low rate must not hold up the
+			// next cycles.
+			ids := p.takeDue(true)
+			p.attempts.Add(1)
+			go func() {
+				defer p.attempts.Done()
+				p.feed(ctx, nil, ids)
+			}()
 		}
 	}
 }
@@ -285,6 +293,13 @@ func (h *retryHeap) Pop() any {
 
 func (p *Poller) queueRetry(r retry) {
 	p.mu.Lock()
+	if p.retriesStopped {
+		// Shutdown: nobody sends it any more. Ended here, so whoever
+		// waits for the run is not left waiting.
+		p.mu.Unlock()
+		p.conclude(r.id, r.cycle, nil)
+		return
+	}
 	heap.Push((*retryHeap)(&p.retries), r)
 	p.mu.Unlock()
 	select {
@@ -328,7 +343,7 @@ func (p *Poller) runRetries(ctx context.Context) {
 		case <-ctx.Done():
 			p.mu.Lock()
 			left := p.retries
-			p.retries = nil
+			p.retries, p.retriesStopped = nil, true
 			p.mu.Unlock()
 			for _, r := range left {
 				p.conclude(r.id, r.cycle, nil)

@@ -166,13 +166,20 @@ func (p *Poller) drop(id string, e *entry, now time.Time) {
 // with p.mu held.
 func (p *Poller) evictProbed() {
 	now := p.now()
-	for front := p.probeOnly.Front(); front != nil; front = p.probeOnly.Front() {
-		id := front.Value.(string)
+	for el := p.probeOnly.Front(); el != nil; {
+		next := el.Next()
+		id := el.Value.(string)
 		e := p.entries[id]
 		if p.probeOnly.Len() <= p.settings.ProbeMaxRuns && e.probed.within(now, p.probeIdle) {
 			break
 		}
-		p.drop(id, e, now)
+		// A run being fetched stays until its answer is recorded: let go
+		// now, the answer would make it anew without what the ledger
+		// keeps.
+		if p.calls[id] == nil {
+			p.drop(id, e, now)
+		}
+		el = next
 	}
 	p.metrics.probeRuns.Set(float64(p.probeOnly.Len()))
 }

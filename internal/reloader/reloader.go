@@ -198,6 +198,15 @@ func (r *Reloader) watchIDsFile(p *Plan) []string {
 	}
 }
 
+// RunListKnown reports whether the runs tracked are the whole run list: true
+// without runs.ids_file, else once the file was read and lists runs (see
+// idsfile.Watcher.Known).
+func (r *Reloader) RunListKnown() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.watcher == nil || r.watcher.Known()
+}
+
 // Run reads runs.ids_file for changes until ctx is cancelled.
 func (r *Reloader) Run(ctx context.Context) {
 	ticker := time.NewTicker(r.o.IDsFileCheck)

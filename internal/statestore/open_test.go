@@ -219,6 +219,12 @@ func TestOpenCorrupt(t *testing.T) {
 		{"a branch page zeroed", func(t *testing.T, path string) {
 			writeAt(t, path, int64(pagesOf(t, path, "branch")[0])*pageSize, make([]byte, pageSize))
 		}, ErrCorrupt},
+		{"a branch page's child pointing far past the file: bbolt's Check would fault", func(t *testing.T, path string) {
+			var pgid [8]byte
+			binary.LittleEndian.PutUint64(pgid[:], 1<<30)
+			// The first element of a branch page: pos, ksize, then pgid.
+			writeAt(t, path, int64(pagesOf(t, path, "branch")[0])*pageSize+16+8, pgid[:])
+		}, ErrCorrupt},
 		{"the freelist page scribbled over", func(t *testing.T, path string) {
 			writeAt(t, path, int64(pagesOf(t, path, "freelist")[0])*pageSize+16, random(3, 64))
 		}, ErrCorrupt},

@@ -536,6 +536,9 @@ func (s *Store) GetMany(ids []string) (map[string]runs.State, error) {
 	if len(read) == 0 {
 		return out, nil
 	}
+	// Each record is read on its own: a damaged one is reported (the
+	// first of them), and the others are still read.
+	var bad error
 	err := guard(func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketRuns)
@@ -547,13 +550,19 @@ func (s *Store) GetMany(ids []string) (map[string]runs.State, error) {
 				}
 				st, err := decodeState(key, v)
 				if err != nil {
-					return damaged("run %s: %v", key, err)
+					if bad == nil {
+						bad = damaged("run %s: %v", key, err)
+					}
+					continue
 				}
 				out[id] = st
 			}
 			return nil
 		})
 	})
+	if err == nil {
+		err = bad
+	}
 	if err != nil {
 		return out, s.readError(err)
 	}

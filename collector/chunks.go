@@ -260,18 +260,6 @@ func (s *settledChunks) add(rr *renderedRun) {
 	s.where[rr.id] = last
 }
 
-// addSealed appends a full chunk of runs, sealed at once: what Reset does
-// with the runs it renders in bulk, without the copy per run that add
-// makes for the scrapes that may hold the last chunk. Only for a
-// settledChunks no scrape sees yet.
-func (s *settledChunks) addSealed(rrs []*renderedRun) {
-	c := seal(rrs)
-	for _, rr := range rrs {
-		s.where[rr.id] = len(s.chunks)
-	}
-	s.chunks = append(s.chunks, c)
-}
-
 func (s *settledChunks) remove(id string) *renderedRun {
 	if old := s.removeMany([]string{id}); len(old) == 1 {
 		return old[0]

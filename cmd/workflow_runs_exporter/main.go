@@ -57,7 +57,7 @@ func run() int {
 					Bool()
 		maxRequests = app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 disables the limit.").
 				Default("40").Int()
-		createdLines = app.Flag("web.openmetrics-created-lines", "Add _created lines to the counter and histograms in OpenMetrics answers; Prometheus stores them as series unless its created-timestamp ingestion is on.").
+		createdLines = app.Flag("web.openmetrics-created-lines", "Add _created lines to the counters and histograms in OpenMetrics answers; Prometheus stores them as series unless its created-timestamp ingestion is on.").
 				Bool()
 		allowlist = app.Flag("metric-allowlist", "Comma-separated metric family names or RE2 regular expressions (matched against the whole name): only these families are rendered and served. Not with --metric-denylist.").
 				Default("").String()

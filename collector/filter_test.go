@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"os"
 	"strings"
 	"testing"
 
@@ -113,19 +112,5 @@ func TestDeniedFamiliesAreNotRendered(t *testing.T) {
 	}
 	if stored == 0 {
 		t.Fatal("no unfinished run stored: the check above checked nothing")
-	}
-}
-
-// TestFamiliesAreDocumented: every family the store renders is in the
-// README's metrics tables, as kube-state-metrics checks its docs.
-func TestFamiliesAreDocumented(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range FamilyNames() {
-		if !strings.Contains(string(readme), "| `"+name+"` |") {
-			t.Errorf("%s has no row in README.md's metrics tables", name)
-		}
 	}
 }

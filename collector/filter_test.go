@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 func TestFamilyFilterFlags(t *testing.T) {
@@ -92,7 +94,7 @@ func TestDeniedFamiliesAreNotRendered(t *testing.T) {
 			}
 		}
 		got := flatten(decodeAs(t, scrapeAs(t, lean, WriteOptions{Format: f, Gzip: true}), f))
-		if d := diffLines(flatten(kept), got); d != "" {
+		if d := scrapetest.DiffLines(flatten(kept), got); d != "" {
 			t.Errorf("%v: with the denylist (- every family less the denied, + got):\n%s", f, d)
 		}
 	}

@@ -10,11 +10,9 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
+	"iter"
 	"maps"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +32,7 @@ import (
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/collector"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/config"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/shard"
 )
 
@@ -193,9 +192,10 @@ func documentedMetrics(t *testing.T, readme string) (families map[string]familyS
 	return families, perRun, globs
 }
 
-func shapesOf(mfs map[string]*dto.MetricFamily) map[string]familyShape {
+func shapesOf(mfs iter.Seq[*dto.MetricFamily]) map[string]familyShape {
 	out := map[string]familyShape{}
-	for name, mf := range mfs {
+	for mf := range mfs {
+		name := mf.GetName()
 		var labels []string
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
@@ -259,14 +259,22 @@ func checkMetricsDocumented(t *testing.T, readme string) {
 		"--shard.count=2", fmt.Sprintf("--shard.index=%d", shardIndex), "--web.openmetrics-created-lines")
 	p.waitReady()
 	p.waitCycles(1)
-	probe := docGet(t, p.url("/probe?run_id="+probeOnly), "")
+	// get returns the body of path, in the format accept asks for.
+	get := func(path, accept string) []byte {
+		resp, body, err := promScrape(p.url(path), 10*time.Second, accept)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %v %v\n%s", path, resp, err, body)
+		}
+		return body
+	}
+	probe := get("/probe?run_id="+probeOnly, "")
 	env.clock.Add(int64(3 * time.Minute)) // queued runs start
 	waitFor(t, "a queue wait recorded", func() bool { return len(p.lines("workflow_run_queue_wait_seconds{")) > 0 })
 	waitFor(t, "the 404 run's fetch error", func() bool {
 		return slices.ContainsFunc(p.lines("workflow_run_fetch_error_reason{"), func(l string) bool { return strings.Contains(l, missing) })
 	})
 
-	served := shapesOf(p.scrape())
+	served := shapesOf(maps.Values(p.scrape()))
 	for _, name := range collector.FamilyNames() {
 		if _, ok := served[name]; !ok {
 			t.Errorf("the run metrics store renders %s, but this scrape has none: make the test bring it about", name)
@@ -285,13 +293,21 @@ func checkMetricsDocumented(t *testing.T, readme string) {
 
 	// Protobuf (native histograms) and OpenMetrics (_created lines) carry
 	// the same families as the text format.
-	if pb := docFamilies(t, docGet(t, p.url("/metrics"), acceptProtobuf), expfmt.NewFormat(expfmt.TypeProtoDelim)); !reflect.DeepEqual(shapesOf(pb), served) {
-		t.Errorf("the protobuf answer's families differ from the text format's:\n%v\n%v", shapesOf(pb), served)
+	pb, err := scrapetest.Families(bytes.NewReader(get("/metrics", acceptProtobuf)), expfmt.NewFormat(expfmt.TypeProtoDelim))
+	if err != nil {
+		t.Fatalf("the protobuf answer does not decode: %v", err)
 	}
-	checkCreatedLines(t, docGet(t, p.url("/metrics"), acceptOpenMetrics), served, globs)
+	if got := shapesOf(slices.Values(pb)); !reflect.DeepEqual(got, served) {
+		t.Errorf("the protobuf answer's families differ from the text format's:\n%v\n%v", got, served)
+	}
+	checkCreatedLines(t, get("/metrics", acceptOpenMetrics), served, globs)
 
 	// /probe answers per-run families only, under the same names.
-	probed := shapesOf(docFamilies(t, probe, expfmt.NewFormat(expfmt.TypeTextPlain)))
+	probedFamilies, err := scrapetest.Families(bytes.NewReader(probe), expfmt.NewFormat(expfmt.TypeTextPlain))
+	if err != nil {
+		t.Fatalf("/probe's answer does not parse: %v", err)
+	}
+	probed := shapesOf(slices.Values(probedFamilies))
 	if len(probed) == 0 {
 		t.Errorf("/probe of %s answered no family:\n%s", probeOnly, probe)
 	}
@@ -338,43 +354,6 @@ func checkCreatedLines(t *testing.T, body []byte, served map[string]familyShape,
 		if want := shape.typ == "counter" || shape.typ == "histogram"; created[name] != want {
 			t.Errorf("OpenMetrics with --web.openmetrics-created-lines: %s (%s) has _created lines: %v, want %v", name, shape.typ, created[name], want)
 		}
-	}
-}
-
-// docGet returns the body of a GET of url, asking for the format accept
-// (none: the text format).
-func docGet(t *testing.T, url, accept string) []byte {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %s %v\n%s", url, resp.Status, err, body)
-	}
-	return body
-}
-
-func docFamilies(t *testing.T, body []byte, format expfmt.Format) map[string]*dto.MetricFamily {
-	t.Helper()
-	mfs := map[string]*dto.MetricFamily{}
-	dec := expfmt.NewDecoder(bytes.NewReader(body), format)
-	for {
-		var mf dto.MetricFamily
-		err := dec.Decode(&mf)
-		if errors.Is(err, io.EOF) {
-			return mfs
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", format, err)
-		}
-		mfs[mf.GetName()] = &mf
 	}
 }
 

@@ -21,8 +21,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 )
 
 // stop sends SIGTERM and waits for exit 0.
@@ -310,12 +308,7 @@ const url404 = "3c90c3cc-0d44-4b50-8888-8dd25736052a/../x"
 // workflow names exported, about 8 MiB) is more than the socket buffers
 // take.
 func TestEndToEndStalledScrapeDoesNotDelayPublishing(t *testing.T) {
-	list := simapi.LoadRuns(1000, 0.99, e2eStart)
-	for i := range list {
-		list[i].WorkflowName = fmt.Sprintf("%d %s", i%10, strings.Repeat("a long workflow name ", 12))
-		list[i].GroupID = strings.Repeat("g", 200)
-	}
-	env := newE2EEnvOf(t, list)
+	env := newE2EEnvOf(t, longNamedRuns(1000, 0.99))
 	p := startExporter(t, env.config())
 	p.waitReady()
 	inFlight := func() string {

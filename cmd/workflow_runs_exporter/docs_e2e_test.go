@@ -19,7 +19,6 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -131,7 +130,7 @@ func (s familyShape) String() string {
 
 func shapeOf(typ string, labels []string) familyShape {
 	labels = slices.Clone(labels)
-	sort.Strings(labels)
+	slices.Sort(labels)
 	return familyShape{typ: typ, labels: slices.Compact(labels)}
 }
 
@@ -214,23 +213,23 @@ func exporterMetric(globs []string, name string) bool {
 }
 
 // compareShapes reports, both ways, where what the README documents and
-// what a scrape has differ. Families of an exporter-metrics glob need no
-// row.
-func compareShapes(t *testing.T, what string, documented, served map[string]familyShape, globs []string) {
+// what /metrics serves differ. Families of an exporter-metrics glob need
+// no row.
+func compareShapes(t *testing.T, documented, served map[string]familyShape, globs []string) {
 	t.Helper()
 	for _, name := range slices.Sorted(maps.Keys(served)) {
 		doc, ok := documented[name]
 		switch {
 		case !ok && exporterMetric(globs, name):
 		case !ok:
-			t.Errorf("%s: %s (%v) has no row in the README's metric tables", what, name, served[name])
+			t.Errorf("/metrics: %s (%v) has no row in the README's metric tables", name, served[name])
 		case !reflect.DeepEqual(doc, served[name]):
-			t.Errorf("%s: %s is %v, the README says %v", what, name, served[name], doc)
+			t.Errorf("/metrics: %s is %v, the README says %v", name, served[name], doc)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(documented)) {
 		if _, ok := served[name]; !ok {
-			t.Errorf("%s: %s has a row in the README but is not served", what, name)
+			t.Errorf("/metrics: %s has a row in the README but is not served", name)
 		}
 	}
 }
@@ -280,7 +279,7 @@ func checkMetricsDocumented(t *testing.T, readme string) {
 			t.Errorf("the run metrics store renders %s, but this scrape has none: make the test bring it about", name)
 		}
 	}
-	compareShapes(t, "/metrics", documented, served, globs)
+	compareShapes(t, documented, served, globs)
 	for _, prefix := range globs {
 		found := false
 		for name := range served {

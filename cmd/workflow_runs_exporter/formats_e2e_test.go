@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -20,22 +19,6 @@ import (
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 )
-
-// stall opens a connection that asks for /metrics, reads the first bytes
-// of the answer and no more; it is closed when the test ends.
-func stall(t testing.TB, addr string) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.(*net.TCPConn).SetReadBuffer(4096)
-	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
-	if _, err := conn.Read(make([]byte, 512)); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // promScrape scrapes url as Prometheus does: gzip (the transport asks for
 // it and decodes it), with its scrape timeout in the header and as the
@@ -65,7 +48,7 @@ func TestEndToEndSlowReadersDoNotStarveScrapes(t *testing.T) {
 	p := startExporter(t, env.config())
 	p.waitReady()
 	for range 40 {
-		stall(t, p.addr)
+		scrapetest.StallScrape(t, p.addr, "")
 	}
 	const timeout = 10 * time.Second
 	resp, body, err := promScrape(p.url("/metrics"), timeout, "")

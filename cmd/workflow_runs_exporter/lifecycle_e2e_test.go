@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 // stop sends SIGTERM and waits for exit 0.
@@ -315,17 +316,7 @@ func TestEndToEndStalledScrapeDoesNotDelayPublishing(t *testing.T) {
 		return strings.Join(p.lines("promhttp_metric_handler_requests_in_flight "), "")
 	}
 
-	conn, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.(*net.TCPConn).SetReadBuffer(4096)
-	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
-	if _, err := conn.Read(make([]byte, 512)); err != nil {
-		t.Fatal(err)
-	}
-	// The client reads no more; its scrape stalls in the server.
+	scrapetest.StallScrape(t, p.addr, "") // its scrape stalls in the server
 	waitFor(t, "the stalled scrape in flight beside this one", func() bool { return strings.HasSuffix(inFlight(), " 2") })
 	before := p.lastCycle()
 	env.clock.Add(int64(25 * time.Hour)) // the last 10 runs finish

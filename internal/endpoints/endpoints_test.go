@@ -423,24 +423,6 @@ func newLargeFixture(t *testing.T) *fixture {
 	return f
 }
 
-// stallScrape starts a scrape of /metrics from a client that reads its first
-// bytes and no more, with extra header lines ("Name: value\r\n"); the
-// connection closes when the test ends.
-func stallScrape(t *testing.T, addr, header string) net.Conn {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.(*net.TCPConn).SetReadBuffer(4096)
-	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n" + header + "\r\n"))
-	if _, err := conn.Read(make([]byte, 100)); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
 // TestClientWithoutHeadersIsCutOff: a client that never finishes its
 // request headers loses its connection after ReadHeaderTimeout.
 func TestClientWithoutHeadersIsCutOff(t *testing.T) {
@@ -467,7 +449,7 @@ func TestSlowReaderIsCutOff(t *testing.T) {
 	f := newLargeFixture(t)
 	addr, closed := serve(t, f.handler, ServerTimeouts{ReadHeader: time.Minute, Read: time.Minute, Write: time.Hour, Idle: time.Minute})
 	start := time.Now()
-	stallScrape(t, addr, "X-Prometheus-Scrape-Timeout-Seconds: 0.2\r\n")
+	scrapetest.StallScrape(t, addr, "X-Prometheus-Scrape-Timeout-Seconds: 0.2\r\n")
 	// The server gives up writing at 1.2 s and closes its end, with its
 	// handler and goroutine done, whatever the client does.
 	select {
@@ -504,7 +486,7 @@ func TestSlowReadersDoNotStarveScrapes(t *testing.T) {
 	f.rebuild(t, func(o *Options) { o.MaxRequests = limit })
 	addr, closed := serve(t, f.handler, ServerTimeouts{ReadHeader: time.Minute, Read: time.Minute, Write: time.Hour, Idle: time.Minute})
 	for range limit {
-		stallScrape(t, addr, "") // no scrape timeout: 30s each
+		scrapetest.StallScrape(t, addr, "") // no scrape timeout: 30s each
 	}
 	const timeout = 10 * time.Second
 	req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
@@ -537,7 +519,7 @@ func TestSlowReadersDoNotStarveScrapes(t *testing.T) {
 func TestStalledScrapeDoesNotHoldUpdates(t *testing.T) {
 	f := newLargeFixture(t)
 	addr, _ := serve(t, f.handler, ServerTimeouts{ReadHeader: time.Minute, Read: time.Minute, Write: time.Minute, Idle: time.Minute})
-	stallScrape(t, addr, "")
+	scrapetest.StallScrape(t, addr, "")
 
 	done := make(chan struct{})
 	go func() {

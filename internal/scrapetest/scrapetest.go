@@ -1,13 +1,15 @@
-// Package scrapetest reads expositions for the tests of the packages that
-// write and serve them (collector, endpoints, the binary's end-to-end
-// tests): the metric families of a body in any format the exporter writes,
-// and the lines two expositions do not share.
+// Package scrapetest is for the tests of the packages that write and serve
+// expositions (collector, endpoints, the binary's end-to-end tests): the
+// metric families of a body in any format the exporter writes, the lines
+// two expositions do not share, and a scrape whose client stops reading.
 package scrapetest
 
 import (
 	"errors"
 	"io"
+	"net"
 	"strings"
+	"testing"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -57,4 +59,22 @@ func DiffLines(want, got []string) string {
 		}
 	}
 	return b.String()
+}
+
+// StallScrape starts a scrape of /metrics at addr, with extra header lines
+// ("Name: value\r\n"), from a client that reads the first bytes of the
+// answer and no more: its small receive buffer fills, and the server's
+// writes block. The connection is closed when the test ends.
+func StallScrape(tb testing.TB, addr, header string) {
+	tb.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n" + header + "\r\n"))
+	if _, err := conn.Read(make([]byte, 512)); err != nil {
+		tb.Fatal(err)
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -273,7 +274,7 @@ func TestStoreMatchesClientGolang(t *testing.T) {
 	s := storeOf(states, totals)
 	for _, gz := range []bool{false, true} {
 		got := seriesOf(parse(t, scrape(t, s, gz)))
-		if d := diffLines(want, got); d != "" {
+		if d := scrapetest.DiffLines(want, got); d != "" {
 			t.Errorf("gzip=%v: store output differs from client_golang's (- client_golang, + store):\n%s", gz, d)
 		}
 	}
@@ -286,7 +287,7 @@ func TestExpositionIsByteIdenticalPerFamily(t *testing.T) {
 	states, totals := sampleStates(), sampleTotals()
 	want := sortedLines(encodeReference(t, reference{states, totals, 100}))
 	got := sortedLines(scrape(t, storeOf(states, totals), false))
-	if d := diffLines(want, got); d != "" {
+	if d := scrapetest.DiffLines(want, got); d != "" {
 		t.Errorf("lines differ (- client_golang, + store):\n%s", d)
 	}
 }
@@ -325,7 +326,7 @@ func TestGoldenExposition(t *testing.T) {
 		t.Fatalf("%v (create it with -update)", err)
 	}
 	if got != string(want) {
-		d := diffLines(strings.Split(string(want), "\n"), strings.Split(got, "\n"))
+		d := scrapetest.DiffLines(strings.Split(string(want), "\n"), strings.Split(got, "\n"))
 		if d == "" {
 			d = "the same lines, in another order"
 		}
@@ -337,29 +338,4 @@ func sortedLines(s string) []string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	sort.Strings(lines)
 	return lines
-}
-
-// diffLines lists the lines only in want (-) or only in got (+).
-func diffLines(want, got []string) string {
-	count := map[string]int{}
-	for _, l := range want {
-		count[l]++
-	}
-	for _, l := range got {
-		count[l]--
-	}
-	var b strings.Builder
-	for _, l := range want {
-		if count[l] > 0 {
-			b.WriteString("- " + l + "\n")
-			count[l]--
-		}
-	}
-	for _, l := range got {
-		if count[l] < 0 {
-			b.WriteString("+ " + l + "\n")
-			count[l]++
-		}
-	}
-	return b.String()
 }

@@ -1,11 +1,12 @@
 package collector
 
 import (
-	"os"
 	"strings"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 func TestFamilyFilterFlags(t *testing.T) {
@@ -93,7 +94,7 @@ func TestDeniedFamiliesAreNotRendered(t *testing.T) {
 			}
 		}
 		got := flatten(decodeAs(t, scrapeAs(t, lean, WriteOptions{Format: f, Gzip: true}), f))
-		if d := diffLines(flatten(kept), got); d != "" {
+		if d := scrapetest.DiffLines(flatten(kept), got); d != "" {
 			t.Errorf("%v: with the denylist (- every family less the denied, + got):\n%s", f, d)
 		}
 	}
@@ -113,19 +114,5 @@ func TestDeniedFamiliesAreNotRendered(t *testing.T) {
 	}
 	if stored == 0 {
 		t.Fatal("no unfinished run stored: the check above checked nothing")
-	}
-}
-
-// TestFamiliesAreDocumented: every family the store renders is in the
-// README's metrics tables, as kube-state-metrics checks its docs.
-func TestFamiliesAreDocumented(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range FamilyNames() {
-		if !strings.Contains(string(readme), "| `"+name+"` |") {
-			t.Errorf("%s has no row in README.md's metrics tables", name)
-		}
 	}
 }

@@ -2,9 +2,7 @@ package collector
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"sort"
 	"strconv"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 // decodeAs decodes a body of format f with the prometheus/common decoders:
@@ -36,19 +35,11 @@ func decodeAs(t testing.TB, body []byte, f Format) []*dto.MetricFamily {
 	case FormatProtobuf:
 		format = expfmt.NewFormat(expfmt.TypeProtoDelim)
 	}
-	dec := expfmt.NewDecoder(bytes.NewReader(body), format)
-	var out []*dto.MetricFamily
-	for {
-		mf := &dto.MetricFamily{}
-		err := dec.Decode(mf)
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("the %v body does not decode: %v\n%s", f, err, body)
-		}
-		out = append(out, mf)
+	mfs, err := scrapetest.Families(bytes.NewReader(body), format)
+	if err != nil {
+		t.Fatalf("the %v body does not decode: %v\n%s", f, err, body)
 	}
+	return mfs
 }
 
 func (f Format) String() string { return [...]string{"text", "OpenMetrics", "protobuf"}[f] }
@@ -150,7 +141,7 @@ func TestFormatsCarryTheSameData(t *testing.T) {
 		o := WriteOptions{Format: f, CreatedLines: f == FormatOpenMetrics}
 		body := scrapeAs(t, s, o)
 		mfs := decodeAs(t, body, f)
-		if d := diffLines(want, flatten(mfs)); d != "" {
+		if d := scrapetest.DiffLines(want, flatten(mfs)); d != "" {
 			t.Errorf("%v differs from the text format (- text, + %[1]v):\n%s", f, d)
 		}
 		o.Gzip = true
@@ -168,13 +159,13 @@ func TestFormatsCarryTheSameData(t *testing.T) {
 				}
 			}
 			if got := scrapeAs(t, s, WriteOptions{Format: f}); !bytes.Equal(got, withoutCreated) {
-				t.Errorf("OpenMetrics without _created lines is not the same body less them:\n%s", diffLines(sortedLines(string(withoutCreated)), sortedLines(string(got))))
+				t.Errorf("OpenMetrics without _created lines is not the same body less them:\n%s", scrapetest.DiffLines(sortedLines(string(withoutCreated)), sortedLines(string(got))))
 			}
 		}
 		got := exemplarsOf(mfs)
 		if exemplars == nil {
 			exemplars = got
-		} else if d := diffLines(exemplars, got); d != "" {
+		} else if d := scrapetest.DiffLines(exemplars, got); d != "" {
 			t.Errorf("%v: exemplars differ from OpenMetrics':\n%s", f, d)
 		}
 	}
@@ -228,7 +219,7 @@ func TestExemplars(t *testing.T) {
 	}
 	for _, f := range []Format{FormatOpenMetrics, FormatProtobuf} {
 		mfs := decodeAs(t, scrapeAs(t, s, WriteOptions{Format: f}), f)
-		if d := diffLines(want, exemplarsOf(mfs)); d != "" {
+		if d := scrapetest.DiffLines(want, exemplarsOf(mfs)); d != "" {
 			t.Errorf("%v: exemplars (- want, + got):\n%s", f, d)
 		}
 		if got := flatten(mfs); !contains(got, `workflow_runs_finished_total{`+status+`} 6`) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/api"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 // FuzzExposition takes whatever the API may send through decoding, the run
@@ -32,7 +33,7 @@ func FuzzExposition(f *testing.F) {
 		}
 		text := decodeAs(t, []byte(plain), FormatText)
 		pb := decodeAs(t, scrapeAs(t, s, WriteOptions{Format: FormatProtobuf}), FormatProtobuf)
-		if d := diffLines(flatten(text), flatten(pb)); d != "" {
+		if d := scrapetest.DiffLines(flatten(text), flatten(pb)); d != "" {
 			t.Fatalf("protobuf differs from text (- text, + protobuf):\n%s", d)
 		}
 		for name, mf := range parse(t, plain) {

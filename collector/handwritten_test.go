@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 // The hand-written golden case: testdata/handwritten.txt (text) and
@@ -157,7 +158,7 @@ func TestHandwrittenGolden(t *testing.T) {
 	} {
 		want := readGolden(t, tc.file)
 		got := string(scrapeAs(t, s, tc.o))
-		if d := diffLines(familyBlocks(want), familyBlocks(got)); d != "" {
+		if d := scrapetest.DiffLines(familyBlocks(want), familyBlocks(got)); d != "" {
 			t.Errorf("%v gzip=%v differs from testdata/%s (- hand-written, + store):\n%s", tc.o.Format, tc.o.Gzip, tc.file, d)
 		}
 	}
@@ -168,11 +169,11 @@ func TestHandwrittenGolden(t *testing.T) {
 func TestHandwrittenGoldenProtobuf(t *testing.T) {
 	got := decodeAs(t, scrapeAs(t, handwrittenStore(), WriteOptions{Format: FormatProtobuf, Gzip: true}), FormatProtobuf)
 	want := decodeAs(t, []byte(readGolden(t, "handwritten.txt")), FormatText)
-	if d := diffLines(flatten(want), flatten(got)); d != "" {
+	if d := scrapetest.DiffLines(flatten(want), flatten(got)); d != "" {
 		t.Errorf("protobuf differs from testdata/handwritten.txt (- hand-written, + store):\n%s", d)
 	}
 	wantExemplars := exemplarsOf(decodeAs(t, []byte(readGolden(t, "handwritten.om.txt")), FormatOpenMetrics))
-	if d := diffLines(wantExemplars, exemplarsOf(got)); d != "" {
+	if d := scrapetest.DiffLines(wantExemplars, exemplarsOf(got)); d != "" {
 		t.Errorf("protobuf exemplars differ from testdata/handwritten.om.txt's:\n%s", d)
 	}
 

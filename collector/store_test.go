@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 func TestCRC32Combine(t *testing.T) {
@@ -62,7 +63,7 @@ func TestScrapesFollowUpdates(t *testing.T) {
 		}
 		want := sortedLines(scrape(t, storeOf(all, runs.Totals{}), false))
 		for _, gz := range []bool{false, true} {
-			if d := diffLines(want, sortedLines(scrape(t, s, gz))); d != "" {
+			if d := scrapetest.DiffLines(want, sortedLines(scrape(t, s, gz))); d != "" {
 				t.Fatalf("%s, gzip=%v: scrape differs from a fresh store:\n%s", step, gz, d)
 			}
 		}
@@ -250,7 +251,7 @@ func TestAppendRunIsOneRunWithHeaders(t *testing.T) {
 			perRun = append(perRun, l)
 		}
 	}
-	if d := diffLines(perRun, sortedLines(buf.String())); d != "" {
+	if d := scrapetest.DiffLines(perRun, sortedLines(buf.String())); d != "" {
 		t.Errorf("AppendRun differs from the run's lines in a scrape:\n%s", d)
 	}
 }
@@ -267,7 +268,7 @@ func TestResetRendersEveryRunAgain(t *testing.T) {
 		want.Update(st)
 	}
 	want.AddCounts(runs.Counts{Finishes: []runs.Finish{{Key: runs.TotalKey{WorkflowName: "x", WorkflowType: "flow", Status: runs.StatusFailed}}}})
-	if d := diffLines(sortedLines(scrape(t, want, false)), sortedLines(scrape(t, s, true))); d != "" {
+	if d := scrapetest.DiffLines(sortedLines(scrape(t, want, false)), sortedLines(scrape(t, s, true))); d != "" {
 		t.Errorf("after Reset (- built afresh, + reset):\n%s", d)
 	}
 	if got := scrape(t, s, false); !strings.Contains(got, "workflow_run_progress_ratio{run_id=\""+states[0].ID+"\"") || !strings.Contains(got, "} 0.1\n") {

@@ -1,9 +1,7 @@
 package deploy
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -23,32 +21,20 @@ type storedExemplar struct {
 // last hour.
 func promExemplars(prom, query string) ([]storedExemplar, error) {
 	now := time.Now()
-	resp, err := http.Get("http://" + prom + "/api/v1/query_exemplars?" + url.Values{
+	var data []struct {
+		SeriesLabels map[string]string `json:"seriesLabels"`
+		Exemplars    []struct {
+			Labels map[string]string `json:"labels"`
+			Value  string            `json:"value"`
+		} `json:"exemplars"`
+	}
+	if err := promAPI(prom, "query_exemplars", url.Values{
 		"query": {query}, "start": {strconv.FormatInt(now.Add(-time.Hour).Unix(), 10)}, "end": {strconv.FormatInt(now.Add(time.Minute).Unix(), 10)},
-	}.Encode())
-	if err != nil {
+	}, &data); err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   []struct {
-			SeriesLabels map[string]string `json:"seriesLabels"`
-			Exemplars    []struct {
-				Labels map[string]string `json:"labels"`
-				Value  string            `json:"value"`
-			} `json:"exemplars"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, err
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("query_exemplars %q: %s", query, body.Error)
 	}
 	var out []storedExemplar
-	for _, d := range body.Data {
+	for _, d := range data {
 		for _, e := range d.Exemplars {
 			v, _ := strconv.ParseFloat(e.Value, 64)
 			out = append(out, storedExemplar{name: d.SeriesLabels["__name__"], le: d.SeriesLabels["le"], runID: e.Labels["run_id"], value: v})
@@ -60,26 +46,19 @@ func promExemplars(prom, query string) ([]storedExemplar, error) {
 // targetHealth returns the health and last scrape error of the one target
 // of a Prometheus.
 func targetHealth(prom string) (health, lastError string, err error) {
-	resp, err := http.Get("http://" + prom + "/api/v1/targets")
-	if err != nil {
+	var data struct {
+		ActiveTargets []struct {
+			Health    string `json:"health"`
+			LastError string `json:"lastError"`
+		} `json:"activeTargets"`
+	}
+	if err := promAPI(prom, "targets", nil, &data); err != nil {
 		return "", "", err
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Data struct {
-			ActiveTargets []struct {
-				Health    string `json:"health"`
-				LastError string `json:"lastError"`
-			} `json:"activeTargets"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return "", "", err
-	}
-	if n := len(body.Data.ActiveTargets); n != 1 {
+	if n := len(data.ActiveTargets); n != 1 {
 		return "", "", fmt.Errorf("%d targets, want 1", n)
 	}
-	return body.Data.ActiveTargets[0].Health, body.Data.ActiveTargets[0].LastError, nil
+	return data.ActiveTargets[0].Health, data.ActiveTargets[0].LastError, nil
 }
 
 // startScrapingPrometheus runs a Prometheus with the given feature flags

@@ -33,14 +33,7 @@ var probeShardHost = regexp.MustCompile(`^workflow-runs-exporter-(\d+)\.workflow
 // validates them, with the hashmod modulus set to shards.
 func probeRelabelConfigs(t *testing.T, shards int) []*relabel.Config {
 	t.Helper()
-	text, err := os.ReadFile("prometheus/prometheus-probe.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgs, err := decodeProbeRelabelling(text)
-	if err != nil {
-		t.Fatalf("prometheus-probe.yml: %v", err)
-	}
+	cfgs := shippedProbeRelabelling(t)
 	hashmods := 0
 	for _, c := range cfgs {
 		if c.Action == relabel.HashMod {
@@ -50,6 +43,21 @@ func probeRelabelConfigs(t *testing.T, shards int) []*relabel.Config {
 	}
 	if hashmods != 1 {
 		t.Fatalf("prometheus-probe.yml: %d hashmod rules in the probe job, want 1", hashmods)
+	}
+	return cfgs
+}
+
+// shippedProbeRelabelling returns the probe job's relabel_configs of the
+// shipped prometheus/prometheus-probe.yml, validated.
+func shippedProbeRelabelling(t *testing.T) []*relabel.Config {
+	t.Helper()
+	text, err := os.ReadFile("prometheus/prometheus-probe.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgs, err := decodeProbeRelabelling(text)
+	if err != nil {
+		t.Fatalf("prometheus-probe.yml: %v", err)
 	}
 	return cfgs
 }
@@ -96,16 +104,8 @@ func TestReadmeProbeRelabellingIsTheShippedOne(t *testing.T) {
 	if err != nil {
 		t.Fatalf("README's probe job: %v", err)
 	}
-	text, err := os.ReadFile("prometheus/prometheus-probe.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	shipped, err := decodeProbeRelabelling(text)
-	if err != nil {
-		t.Fatalf("prometheus-probe.yml: %v", err)
-	}
 	a, _ := yaml.Marshal(shown)
-	b, _ := yaml.Marshal(shipped)
+	b, _ := yaml.Marshal(shippedProbeRelabelling(t))
 	if string(a) != string(b) {
 		t.Errorf("README's probe relabelling:\n%s\nprometheus-probe.yml's:\n%s", a, b)
 	}

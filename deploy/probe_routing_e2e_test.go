@@ -95,8 +95,6 @@ func newShardProxy(t *testing.T, exporters []string) *shardProxy {
 // the runs that finished.
 func TestPrometheusRoutesProbesToOwners(t *testing.T) {
 	const shards = 3
-	promtool := tool(t, "promtool")
-	prometheus := tool(t, "prometheus")
 	dir := t.TempDir()
 
 	// 50 runs: 30 finished 5 minutes ago (every third failed), 20 running
@@ -173,26 +171,17 @@ func TestPrometheusRoutesProbesToOwners(t *testing.T) {
 	var sd strings.Builder
 	json.NewEncoder(&sd).Encode([]map[string]any{{"targets": ids}})
 	os.WriteFile(filepath.Join(dir, "run_ids.json"), []byte(sd.String()), 0o600)
-	promCfg, err := os.ReadFile("prometheus/prometheus-probe.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(promCfg), "modulus: 3\n") || !strings.Contains(string(promCfg), probeShardAddress) {
-		t.Fatalf("prometheus-probe.yml routes to something else than %d shards at %s", shards, probeShardAddress)
-	}
-	text := strings.NewReplacer(
-		"30s", "1s",
-		"'run_ids.json'", "'"+filepath.Join(dir, "run_ids.json")+"'",
-		"metrics_path: /probe\n", "metrics_path: /probe\n    proxy_url: "+proxy.URL+"\n",
-	).Replace(string(promCfg))
-	text += fmt.Sprintf("  - job_name: workflow_runs_exporter\n    static_configs:\n      - targets: ['%s']\n", strings.Join(exporters, "', '"))
-	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(text), 0o600)
-	rules, _ := os.ReadFile("prometheus/alerts.yml")
-	os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600)
-	run(t, promtool, "check", "config", filepath.Join(dir, "prometheus.yml"))
-	prom := freeAddr(t)
-	start(t, prometheus, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+prom)
+	prom := startShippedPrometheus(t, dir, "prometheus-probe.yml", func(cfg string) string {
+		if !strings.Contains(cfg, "modulus: 3\n") || !strings.Contains(cfg, probeShardAddress) {
+			t.Fatalf("prometheus-probe.yml routes to something else than %d shards at %s", shards, probeShardAddress)
+		}
+		return strings.NewReplacer(
+			"30s", "1s",
+			"'run_ids.json'", "'"+filepath.Join(dir, "run_ids.json")+"'",
+			"metrics_path: /probe\n", "metrics_path: /probe\n    proxy_url: "+proxy.URL+"\n",
+		).Replace(cfg) +
+			fmt.Sprintf("  - job_name: workflow_runs_exporter\n    static_configs:\n      - targets: ['%s']\n", strings.Join(exporters, "', '"))
+	})
 
 	// The owner of each run: Prometheus' hashmod of its lower-case ID.
 	owner := map[string]int{}

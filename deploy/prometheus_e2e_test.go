@@ -71,27 +71,56 @@ func (p *process) stop() {
 	})
 }
 
-// promQuery runs an instant query and returns its result vector.
-func promQuery(prom, query string) ([]map[string]any, error) {
-	resp, err := http.Get("http://" + prom + "/api/v1/query?query=" + url.QueryEscape(query))
+// startShippedPrometheus runs Prometheus on the shipped configuration
+// prometheus/<file>, changed by edit to fit the test, with the shipped alert
+// rules beside it, once promtool has checked it; it returns the address
+// Prometheus listens on.
+func startShippedPrometheus(t *testing.T, dir, file string, edit func(cfg string) string) string {
+	t.Helper()
+	cfg, err := os.ReadFile(filepath.Join("prometheus", file))
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "prometheus.yml")
+	os.WriteFile(path, []byte(edit(string(cfg))), 0o600)
+	rules, _ := os.ReadFile("prometheus/alerts.yml")
+	os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600)
+	run(t, tool(t, "promtool"), "check", "config", path)
+	prom := freeAddr(t)
+	start(t, tool(t, "prometheus"), "--config.file="+path, "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+prom)
+	return prom
+}
+
+// promAPI gets endpoint of Prometheus' HTTP API (query, alerts, ...) with
+// params, and decodes the data of its answer into data. An answer whose
+// status is not "success" is an error, with Prometheus' reason.
+func promAPI(prom, endpoint string, params url.Values, data any) error {
+	resp, err := http.Get("http://" + prom + "/api/v1/" + endpoint + "?" + params.Encode())
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []map[string]any `json:"result"`
-		} `json:"data"`
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, err
+		return err
 	}
 	if body.Status != "success" {
-		return nil, fmt.Errorf("query %q: %s", query, body.Error)
+		return fmt.Errorf("%s %q: %s", endpoint, params.Get("query"), body.Error)
 	}
-	return body.Data.Result, nil
+	return json.Unmarshal(body.Data, data)
+}
+
+// promQuery runs an instant query and returns its result vector.
+func promQuery(prom, query string) ([]map[string]any, error) {
+	var data struct {
+		Result []map[string]any `json:"result"`
+	}
+	err := promAPI(prom, "query", url.Values{"query": {query}}, &data)
+	return data.Result, err
 }
 
 // sample is one series of a query result: its labels and value.
@@ -329,8 +358,6 @@ func writeExporterConfig(t *testing.T, dir, name, apiURL, timeout, runs string) 
 // one that leaves the queue, and one whose API hangs after its first
 // answer (a stale instance, with a pod label and an ids_file).
 func TestPrometheusEndToEnd(t *testing.T) {
-	promtool := tool(t, "promtool")
-	prometheus := tool(t, "prometheus")
 	dir := t.TempDir()
 	exporter := exporterBinary(t)
 
@@ -348,22 +375,10 @@ func TestPrometheusEndToEnd(t *testing.T) {
 
 	// The shipped Prometheus config and rules, pointed at these exporters
 	// and sped up.
-	cfg, err := os.ReadFile("prometheus/prometheus.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The stale exporter's target has a pod label, as a ServiceMonitor
 	// gives it, for the panels that show instances by pod name.
 	targets := fmt.Sprintf("- targets: ['%s', '%s']\n      - targets: ['%s']\n        labels: {pod: %s}", demoAddr, opsAddr, staleAddr, stalePod)
-	cfgText := strings.NewReplacer("- targets: ['exporter:10025']", targets, "15s", "1s").Replace(string(cfg))
-	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfgText), 0o600)
-	rules, _ := os.ReadFile("prometheus/alerts.yml")
-	os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600)
-	run(t, promtool, "check", "config", filepath.Join(dir, "prometheus.yml"))
-
-	prom := freeAddr(t)
-	start(t, prometheus, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+prom)
+	prom := startShippedPrometheus(t, dir, "prometheus.yml", strings.NewReplacer("- targets: ['exporter:10025']", targets, "15s", "1s").Replace)
 
 	upTargets := func(want int) func() error {
 		return func() error {
@@ -677,25 +692,18 @@ type alert struct {
 
 // firingAlerts returns the firing alerts of one name, by run_id.
 func firingAlerts(prom, name string) (map[string]alert, error) {
-	resp, err := http.Get("http://" + prom + "/api/v1/alerts")
-	if err != nil {
-		return nil, err
+	var data struct {
+		Alerts []struct {
+			Labels   map[string]string `json:"labels"`
+			State    string            `json:"state"`
+			ActiveAt string            `json:"activeAt"`
+		} `json:"alerts"`
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Data struct {
-			Alerts []struct {
-				Labels   map[string]string `json:"labels"`
-				State    string            `json:"state"`
-				ActiveAt string            `json:"activeAt"`
-			} `json:"alerts"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	if err := promAPI(prom, "alerts", nil, &data); err != nil {
 		return nil, err
 	}
 	out := map[string]alert{}
-	for _, a := range body.Data.Alerts {
+	for _, a := range data.Alerts {
 		if a.Labels["alertname"] == name && a.State == "firing" {
 			out[a.Labels["run_id"]] = alert{labels: a.Labels, activeAt: a.ActiveAt}
 		}
@@ -708,8 +716,6 @@ func firingAlerts(prom, name string) (map[string]alert, error) {
 // /probe of an exporter that has no run list. Every run's series arrive,
 // each failed run's alert fires, and finished runs are fetched once.
 func TestPrometheusProbesWithFileSD(t *testing.T) {
-	promtool := tool(t, "promtool")
-	prometheus := tool(t, "prometheus")
 	dir := t.TempDir()
 
 	// 50 runs: every fifth failed, every seventh still running, the
@@ -757,18 +763,8 @@ func TestPrometheusProbesWithFileSD(t *testing.T) {
 	var sd strings.Builder
 	json.NewEncoder(&sd).Encode([]map[string]any{{"targets": ids, "labels": map[string]string{"team": "e2e"}}})
 	os.WriteFile(filepath.Join(dir, "run_ids.json"), []byte(sd.String()), 0o600)
-	promCfg, err := os.ReadFile("prometheus/prometheus-probe.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.NewReplacer(probeShardAddress, exporterAddr, "30s", "1s", "'run_ids.json'", "'"+filepath.Join(dir, "run_ids.json")+"'").Replace(string(promCfg))
-	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(text), 0o600)
-	rules, _ := os.ReadFile("prometheus/alerts.yml")
-	os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600)
-	run(t, promtool, "check", "config", filepath.Join(dir, "prometheus.yml"))
-	prom := freeAddr(t)
-	start(t, prometheus, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+prom)
+	prom := startShippedPrometheus(t, dir, "prometheus-probe.yml",
+		strings.NewReplacer(probeShardAddress, exporterAddr, "30s", "1s", "'run_ids.json'", "'"+filepath.Join(dir, "run_ids.json")+"'").Replace)
 
 	eventually(t, "every run's series from its probe", 60*time.Second, func() error {
 		res, err := promQuery(prom, `workflow_run_status{job="workflow_runs_probe", status="completed"}`)

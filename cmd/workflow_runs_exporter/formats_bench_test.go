@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 // BenchmarkExporterSlowReaders: 40 clients (--web.max-requests) ask for
@@ -22,7 +24,7 @@ func BenchmarkExporterSlowReaders(b *testing.B) {
 			p.waitReady(time.Now())
 			for b.Loop() {
 				for range 40 {
-					stall(b, p.addr)
+					scrapetest.StallScrape(b, p.addr, "")
 				}
 				var ok, refused, failed int
 				var slowest time.Duration

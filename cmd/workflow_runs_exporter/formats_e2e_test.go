@@ -5,38 +5,20 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
 )
-
-// stall opens a connection that asks for /metrics, reads the first bytes
-// of the answer and no more; it is closed when the test ends.
-func stall(t testing.TB, addr string) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.(*net.TCPConn).SetReadBuffer(4096)
-	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
-	if _, err := conn.Read(make([]byte, 512)); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // promScrape scrapes url as Prometheus does: gzip (the transport asks for
 // it and decodes it), with its scrape timeout in the header and as the
@@ -62,16 +44,11 @@ func promScrape(url string, timeout time.Duration, accept string) (*http.Respons
 // is far more than the socket buffers hold. A scrape as Prometheus sends
 // it still gets the whole body within its timeout.
 func TestEndToEndSlowReadersDoNotStarveScrapes(t *testing.T) {
-	list := simapi.LoadRuns(1000, 1, e2eStart)
-	for i := range list {
-		list[i].WorkflowName = fmt.Sprintf("%d %s", i%10, strings.Repeat("a long workflow name ", 12))
-		list[i].GroupID = strings.Repeat("g", 200)
-	}
-	env := newE2EEnvOf(t, list)
+	env := newE2EEnvOf(t, longNamedRuns(1000, 1))
 	p := startExporter(t, env.config())
 	p.waitReady()
 	for range 40 {
-		stall(t, p.addr)
+		scrapetest.StallScrape(t, p.addr, "")
 	}
 	const timeout = 10 * time.Second
 	resp, body, err := promScrape(p.url("/metrics"), timeout, "")
@@ -86,6 +63,19 @@ func TestEndToEndSlowReadersDoNotStarveScrapes(t *testing.T) {
 	}
 }
 
+// longNamedRuns returns n load-test runs (simapi.LoadRuns), the first
+// finished·n finished, with the longest workflow names exported in ten
+// workflows and long group IDs: 1000 of them make a body of about 8 MiB,
+// more than the socket buffers hold.
+func longNamedRuns(n int, finished float64) []simapi.Run {
+	list := simapi.LoadRuns(n, finished, e2eStart)
+	for i := range list {
+		list[i].WorkflowName = fmt.Sprintf("%d %s", i%10, strings.Repeat("a long workflow name ", 12))
+		list[i].GroupID = strings.Repeat("g", 200)
+	}
+	return list
+}
+
 // Accept headers as Prometheus sends them.
 const (
 	acceptOpenMetrics = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
@@ -98,17 +88,12 @@ const (
 // formats write out.
 func runFamilies(t *testing.T, contentType string, body []byte) []string {
 	t.Helper()
-	dec := expfmt.NewDecoder(bytes.NewReader(body), expfmt.Format(contentType))
+	mfs, err := scrapetest.Families(bytes.NewReader(body), expfmt.Format(contentType))
+	if err != nil {
+		t.Fatalf("%s body does not decode: %v", contentType, err)
+	}
 	var out []string
-	for {
-		var mf dto.MetricFamily
-		err := dec.Decode(&mf)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s body does not decode: %v", contentType, err)
-		}
+	for _, mf := range mfs {
 		if name := mf.GetName(); !strings.HasPrefix(name, "workflow_run") || strings.HasPrefix(name, "workflow_runs_exporter_") {
 			continue // the self-metrics change from one scrape to the next
 		}
@@ -173,31 +158,10 @@ func TestEndToEndFormatsAgree(t *testing.T) {
 			}
 			continue
 		}
-		if d := diffSamples(want, got); d != "" {
+		if d := scrapetest.DiffLines(want, got); d != "" {
 			t.Errorf("%s differs from the text format (- text, + it):\n%s", ct, d)
 		}
 	}
-}
-
-// diffSamples lists the lines only in want (-) or only in got (+).
-func diffSamples(want, got []string) string {
-	count := map[string]int{}
-	for _, l := range want {
-		count[l]++
-	}
-	for _, l := range got {
-		count[l]--
-	}
-	var b strings.Builder
-	for l, n := range count {
-		for ; n > 0; n-- {
-			b.WriteString("- " + l + "\n")
-		}
-		for ; n < 0; n++ {
-			b.WriteString("+ " + l + "\n")
-		}
-	}
-	return b.String()
 }
 
 // leanAllowlist keeps what the shipped alerts and the run tables need, and

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,7 +21,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/simapi"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 )
 
 // stop sends SIGTERM and waits for exit 0.
@@ -310,29 +309,14 @@ const url404 = "3c90c3cc-0d44-4b50-8888-8dd25736052a/../x"
 // workflow names exported, about 8 MiB) is more than the socket buffers
 // take.
 func TestEndToEndStalledScrapeDoesNotDelayPublishing(t *testing.T) {
-	list := simapi.LoadRuns(1000, 0.99, e2eStart)
-	for i := range list {
-		list[i].WorkflowName = fmt.Sprintf("%d %s", i%10, strings.Repeat("a long workflow name ", 12))
-		list[i].GroupID = strings.Repeat("g", 200)
-	}
-	env := newE2EEnvOf(t, list)
+	env := newE2EEnvOf(t, longNamedRuns(1000, 0.99))
 	p := startExporter(t, env.config())
 	p.waitReady()
 	inFlight := func() string {
 		return strings.Join(p.lines("promhttp_metric_handler_requests_in_flight "), "")
 	}
 
-	conn, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.(*net.TCPConn).SetReadBuffer(4096)
-	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
-	if _, err := conn.Read(make([]byte, 512)); err != nil {
-		t.Fatal(err)
-	}
-	// The client reads no more; its scrape stalls in the server.
+	scrapetest.StallScrape(t, p.addr, "") // its scrape stalls in the server
 	waitFor(t, "the stalled scrape in flight beside this one", func() bool { return strings.HasSuffix(inFlight(), " 2") })
 	before := p.lastCycle()
 	env.clock.Add(int64(25 * time.Hour)) // the last 10 runs finish

@@ -25,6 +25,7 @@ import (
 
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/collector"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/runs"
+	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/scrapetest"
 	"github.com/workflow-runs-exporter/workflow_runs_exporter/internal/syncbuffer"
 )
 
@@ -166,17 +167,12 @@ func TestMetricsNegotiatesTheFormat(t *testing.T) {
 					}
 					body = zr
 				}
-				dec := expfmt.NewDecoder(body, expfmt.Format(ct))
+				mfs, err := scrapetest.Families(body, expfmt.Format(ct))
+				if err != nil {
+					t.Fatalf("the body does not decode as %s: %v", ct, err)
+				}
 				names := map[string]bool{}
-				for {
-					var mf dto.MetricFamily
-					err := dec.Decode(&mf)
-					if errors.Is(err, io.EOF) {
-						break
-					}
-					if err != nil {
-						t.Fatalf("the body does not decode as %s: %v", ct, err)
-					}
+				for _, mf := range mfs {
 					names[mf.GetName()] = true
 				}
 				for _, name := range []string{"workflow_run_status", "workflow_runs", "workflow_runs_exporter_tracked_runs", "go_goroutines", "promhttp_metric_handler_errors_total"} {
@@ -206,19 +202,11 @@ func TestExporterMetricsCanBeLeftOut(t *testing.T) {
 // answers 503, and that answer carries nothing else.
 func TestMaxRequests(t *testing.T) {
 	f := newFixture(t, true, 1)
-	block, entered := make(chan struct{}), make(chan struct{}, 1) // entered is buffered: Collect may run before the test waits
-	f.self.MustRegister(blockingCollector{entered: entered, block: block})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f.do("GET", "/metrics", nil)
-	}()
-	<-entered
+	release := f.holdScrape()
 	// It waits for a slot for half its scrape timeout, then gives up.
 	resp := f.do("GET", "/metrics", http.Header{"X-Prometheus-Scrape-Timeout-Seconds": {"0.2"}})
 	body, _ := io.ReadAll(resp.Body)
-	close(block)
-	<-done
+	release()
 	if resp.StatusCode != http.StatusServiceUnavailable || strings.Contains(string(body), "workflow_run") {
 		t.Errorf("second concurrent scrape = %s %q, want 503 with the limit message only", resp.Status, body)
 	}
@@ -281,19 +269,11 @@ func counterValue(mfs map[string]*dto.MetricFamily, name, label, value string) f
 // out with the exporter metrics.
 func TestHandlerCountsItsRequests(t *testing.T) {
 	f := newFixture(t, true, 1)
-	block, entered := make(chan struct{}), make(chan struct{}, 1) // entered is buffered: Collect may run before the test waits
-	f.self.MustRegister(blockingCollector{entered: entered, block: block})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f.do("GET", "/metrics", nil)
-	}()
-	<-entered
+	release := f.holdScrape()
 	if resp := f.do("GET", "/metrics", http.Header{"X-Prometheus-Scrape-Timeout-Seconds": {"0.2"}}); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("second scrape beyond --web.max-requests=1: %s, want 503", resp.Status)
 	}
-	close(block)
-	<-done
+	release()
 	mfs := parse(t, f.do("GET", "/metrics", nil).Body)
 	for code, want := range map[string]float64{"200": 1, "503": 1} {
 		if got := counterValue(mfs, "promhttp_metric_handler_requests_total", "code", code); got != want {
@@ -302,6 +282,23 @@ func TestHandlerCountsItsRequests(t *testing.T) {
 	}
 	if g := mfs["promhttp_metric_handler_requests_in_flight"].GetMetric(); len(g) != 1 || g[0].GetGauge().GetValue() != 1 {
 		t.Errorf("promhttp_metric_handler_requests_in_flight = %v, want 1 (this scrape)", g)
+	}
+}
+
+// holdScrape starts a scrape that stays in its gathering, holding its
+// slot, until release is called; release waits for it to end.
+func (f *fixture) holdScrape() (release func()) {
+	block, entered := make(chan struct{}), make(chan struct{}, 1) // entered is buffered: Collect may run before the test waits
+	f.self.MustRegister(blockingCollector{entered: entered, block: block})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.do("GET", "/metrics", nil)
+	}()
+	<-entered
+	return func() {
+		close(block)
+		<-done
 	}
 }
 
@@ -426,24 +423,6 @@ func newLargeFixture(t *testing.T) *fixture {
 	return f
 }
 
-// stallScrape starts a scrape of /metrics from a client that reads its first
-// bytes and no more, with extra header lines ("Name: value\r\n"); the
-// connection closes when the test ends.
-func stallScrape(t *testing.T, addr, header string) net.Conn {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.(*net.TCPConn).SetReadBuffer(4096)
-	conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n" + header + "\r\n"))
-	if _, err := conn.Read(make([]byte, 100)); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
 // TestClientWithoutHeadersIsCutOff: a client that never finishes its
 // request headers loses its connection after ReadHeaderTimeout.
 func TestClientWithoutHeadersIsCutOff(t *testing.T) {
@@ -470,7 +449,7 @@ func TestSlowReaderIsCutOff(t *testing.T) {
 	f := newLargeFixture(t)
 	addr, closed := serve(t, f.handler, ServerTimeouts{ReadHeader: time.Minute, Read: time.Minute, Write: time.Hour, Idle: time.Minute})
 	start := time.Now()
-	stallScrape(t, addr, "X-Prometheus-Scrape-Timeout-Seconds: 0.2\r\n")
+	scrapetest.StallScrape(t, addr, "X-Prometheus-Scrape-Timeout-Seconds: 0.2\r\n")
 	// The server gives up writing at 1.2 s and closes its end, with its
 	// handler and goroutine done, whatever the client does.
 	select {
@@ -507,7 +486,7 @@ func TestSlowReadersDoNotStarveScrapes(t *testing.T) {
 	f.rebuild(t, func(o *Options) { o.MaxRequests = limit })
 	addr, closed := serve(t, f.handler, ServerTimeouts{ReadHeader: time.Minute, Read: time.Minute, Write: time.Hour, Idle: time.Minute})
 	for range limit {
-		stallScrape(t, addr, "") // no scrape timeout: 30s each
+		scrapetest.StallScrape(t, addr, "") // no scrape timeout: 30s each
 	}
 	const timeout = 10 * time.Second
 	req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
@@ -540,7 +519,7 @@ func TestSlowReadersDoNotStarveScrapes(t *testing.T) {
 func TestStalledScrapeDoesNotHoldUpdates(t *testing.T) {
 	f := newLargeFixture(t)
 	addr, _ := serve(t, f.handler, ServerTimeouts{ReadHeader: time.Minute, Read: time.Minute, Write: time.Minute, Idle: time.Minute})
-	stallScrape(t, addr, "")
+	scrapetest.StallScrape(t, addr, "")
 
 	done := make(chan struct{})
 	go func() {

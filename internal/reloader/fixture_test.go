@@ -104,6 +104,9 @@ func (f *fixture) write(name, content string) {
 	}
 }
 
+// writeConfig writes a config listing ids, with fast poll cycles. extra is
+// appended after the poll section, which comes last: lines indented by two
+// spaces add to it.
 func (f *fixture) writeConfig(ids []string, extra string) {
 	f.write("config.yml", `
 api:

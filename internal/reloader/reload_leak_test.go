@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,18 +24,7 @@ func TestReloadsLeaveNoConnectionsBehind(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	})
-	f.write("config.yml", `
-api:
-  url: `+f.api.URL+`
-  authorization:
-    credentials_file: token
-runs:
-  ids: ["`+strings.Join(f.sim.IDs(), `", "`)+`"]
-poll:
-  interval: 20ms
-  concurrency: 2
-  max_requests_per_second: 1000
-`)
+	f.writeConfig(f.sim.IDs(), "  concurrency: 2\n")
 	f.start()
 	// Requests of the client in force, made after n requests in all: more
 	// than concurrency further requests, so at least one is its own.

@@ -54,7 +54,7 @@ func (p *Poller) Probe(ctx context.Context, id string) (runs.State, error) {
 			p.mu.Unlock()
 			return st, nil
 		}
-		c = &call{done: make(chan struct{}), probe: true}
+		c = &call{done: make(chan struct{})}
 		p.calls[id] = c
 		p.mu.Unlock()
 		c.state, c.err = p.probeFetch(ctx, id)

@@ -5,6 +5,7 @@ package poller
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -93,47 +94,36 @@ func TestAProbeOnlyRunLetGoMidFetchIsNotCountedTwice(t *testing.T) {
 	}
 }
 
-// Found in review: memory ledger; a listed run counted, taken off the list (kept), then
-// probed: Probe's evictProbed drops the entry it just made (probed still
-// 0), and the probe's fetch counts it again.
+// Found in review: a listed run counted, then taken off the list (the
+// ledger keeps it), then probed. Probe let go the entry it had just made
+// (its probe time still unset), and the probe's fetch counted the run
+// again without a store; with one, the entry left memory on every probe.
+// It must be counted once and stay in memory as a probe-only run.
 func TestAProbeOfARunTakenOffTheListIsNotCountedTwice(t *testing.T) {
-	h := newHarness(t, false, "r")
-	done1 := ok(runs.StatusCompleted, 100)
-	done1.run.FinishedAt = clockStart.Add(time.Minute)
-	h.api.set("r", ok(runs.StatusRunning, 1), done1)
-	h.cycle()
-	h.clock.advance(2 * time.Minute)
-	h.cycle()
-	if h.out.finished() != 1 {
-		t.Fatalf("want 1, got %d", h.out.finished())
-	}
-	h.clock.advance(5 * time.Minute)
-	h.s.IDs = nil
-	h.apply()
-	h.clock.advance(5 * time.Minute)
-	st := h.probe(context.Background(), "r")
-	t.Logf("probe: %+v known=%v probe_runs=%v", st.Run != nil, h.p.Known("r"), h.metric(t, "workflow_runs_exporter_probe_runs"))
-	if h.out.finished() != 1 {
-		t.Errorf("run counted %d times, want 1", h.out.finished())
-	}
-}
-
-// Found in review: store-backed; same, to see whether the entry stays in memory.
-func TestAProbedRunRestoredFromTheStoreStaysInMemory(t *testing.T) {
-	h := newHarness(t, true, "r")
-	done1 := ok(runs.StatusCompleted, 100)
-	done1.run.FinishedAt = clockStart.Add(time.Minute)
-	h.api.set("r", ok(runs.StatusRunning, 1), done1)
-	h.cycle()
-	h.clock.advance(2 * time.Minute)
-	h.cycle()
-	h.clock.advance(5 * time.Minute)
-	h.s.IDs = nil
-	h.apply()
-	h.probe(context.Background(), "r")
-	t.Logf("known after probe: %v, probe_runs %v, kept %d", h.p.Known("r"), h.metric(t, "workflow_runs_exporter_probe_runs"), h.led.Kept())
-	if !h.p.Known("r") {
-		t.Errorf("probed run not kept in memory")
+	for _, withJournal := range []bool{false, true} {
+		t.Run(fmt.Sprintf("journal=%v", withJournal), func(t *testing.T) {
+			h := newHarness(t, withJournal, "r")
+			done := ok(runs.StatusCompleted, 100)
+			done.run.FinishedAt = clockStart.Add(time.Minute)
+			h.api.set("r", ok(runs.StatusRunning, 1), done)
+			h.cycle()
+			h.clock.advance(2 * time.Minute)
+			h.cycle()
+			if h.out.finished() != 1 {
+				t.Fatalf("want 1 counted, got %d", h.out.finished())
+			}
+			h.clock.advance(5 * time.Minute)
+			h.s.IDs = nil
+			h.apply()
+			h.clock.advance(5 * time.Minute)
+			h.probe(context.Background(), "r")
+			if h.out.finished() != 1 {
+				t.Errorf("run counted %d times, want 1", h.out.finished())
+			}
+			if !h.p.Known("r") || h.metric(t, "workflow_runs_exporter_probe_runs") != 1 {
+				t.Errorf("probed run not kept in memory as a probe-only run")
+			}
+		})
 	}
 }
 

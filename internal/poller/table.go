@@ -66,8 +66,7 @@ func (s stamp) within(now time.Time, d time.Duration) bool {
 // call is a fetch under way: its attempts, retries included. Whoever wants
 // the same run meanwhile waits for done instead of fetching again.
 type call struct {
-	done  chan struct{}
-	probe bool
+	done chan struct{}
 	// state and err are a probe's answer for a run not in memory, for the
 	// probes that waited for it; set before done is closed.
 	state runs.State
